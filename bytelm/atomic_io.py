@@ -1,0 +1,73 @@
+"""Atomic file writes: a temporary file in the target's folder, flushed, then renamed over it.
+
+A crash or a failed write (disk full, permission denied) leaves the previous version intact:
+`os.replace` is atomic on POSIX within one filesystem, which is why the temporary file lives in
+the same folder as the target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from bytelm.errors import BytelmError
+
+
+class WriteError(BytelmError):
+    """A file could not be written; the previous version, if any, is untouched."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Calls `write(f)` on a temporary binary file next to `path`, then renames it to `path`."""
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise WriteError(
+            f"could not write {path}: {e.strerror or e} (check free space and permissions; "
+            "the previous version, if any, is unchanged)"
+        ) from None
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj: Any) -> Any:
+    """Replaces non-finite floats by the strings "NaN", "Infinity", "-Infinity" (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> None:
+    """Writes strict JSON (no bare NaN/Infinity tokens) atomically."""
+    text = json.dumps(json_safe(obj), indent=indent, allow_nan=False, ensure_ascii=False)
+    atomic_write_text(path, text + "\n")

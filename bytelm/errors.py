@@ -1,0 +1,27 @@
+"""The error types that reach users.
+
+Every error a user can cause is raised as a subclass of `BytelmError` with a message that names
+the problem and the fix on one line. `launch/` turns it into that line and `exit_code`, never a
+traceback. Areas with their own module define their own subclass (`CorpusError` in `corpus.py`,
+`ParamPackError` in `param_pack.py`, ...).
+"""
+
+
+class BytelmError(Exception):
+    """Base of all user-facing errors. Runtime failures exit with status 1."""
+
+    exit_code = 1
+
+
+class UsageError(BytelmError):
+    """A flag, a config value or an argument is invalid. Exits with status 2, like a bad flag."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A config field has a bad value or the fields contradict each other."""
+
+
+class RunDirError(BytelmError):
+    """A run directory is missing, unreadable, or would be overwritten."""

@@ -1,0 +1,41 @@
+"""Builds a model from `config.model.name`. Models know nothing of training or sampling.
+
+Every model maps one-hot tokens `[B, L, 256]` to logits `[B, L, 256]` through
+`model.apply(variables, x)`, where `variables = {'params': ...}` is the tree a parameter pack holds.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bytelm.errors import ConfigError
+from bytelm.models.transformer import GPT2, GPT2Config
+from bytelm.tokenizer import VOCAB_SIZE
+
+MODEL_NAMES = ("gpt2",)
+
+
+def build(model_config) -> nn.Module:
+    """The flax module named by `model_config.name`, with sizes from the same config."""
+    name = model_config.name
+    if name == "gpt2":
+        return GPT2(GPT2Config.from_config(model_config))
+    raise ConfigError(f"unknown model.name {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+
+
+def init_variables(model: nn.Module, key: jax.Array) -> dict:
+    """Fresh variables `{'params': ...}` for `model`, from an explicit PRNG key."""
+    x = jnp.zeros((1, model.config.seq_len, VOCAB_SIZE), jnp.float32)
+    return model.init(key, x)
+
+
+def abstract_variables(model: nn.Module) -> dict:
+    """The shapes and dtypes of `init_variables` (`jax.ShapeDtypeStruct` leaves), allocating nothing."""
+    return jax.eval_shape(lambda k: init_variables(model, k), jax.random.key(0))
+
+
+def count_params(tree) -> int:
+    """Total number of scalars in a tree of arrays or ShapeDtypeStructs."""
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))

@@ -1,0 +1,333 @@
+"""Training: corpus → windows → jitted AdamW steps → evaluations → run directory.
+
+`train_and_evaluate(config, workdir)` is the whole job; `launch/train.py` only parses flags and
+calls it. The state passes explicitly through a jitted, donated step; randomness comes only from
+explicit keys (the init) and from (data seed, step) for the windows, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bytelm import batches, corpus, models, param_pack, probe, run_dir, sampling, train_log
+from bytelm.atomic_io import atomic_write_json
+from bytelm.errors import BytelmError, ConfigError
+
+
+class TrainingDiverged(BytelmError):
+    """The loss or gradient norm became non-finite."""
+
+
+class TrainState(NamedTuple):
+    """Everything a step changes. `step`: int32 scalar (updates done); `params`: `{'params': ...}`."""
+
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+
+
+def lr_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `steps`.
+
+    `count` is the number of updates already applied, so the first update uses lr/warmup_steps
+    rather than 0 (a zero first step would waste a step and a batch).
+    """
+    warmup = max(int(tc.warmup_steps), 0)
+    decay = max(int(tc.steps) - warmup, 1)
+
+    def schedule(count: jax.Array) -> jax.Array:
+        count = jnp.asarray(count, jnp.float32)
+        warm = tc.lr * (count + 1) / max(warmup, 1)
+        progress = jnp.clip((count - warmup) / decay, 0.0, 1.0)
+        cosine = tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + jnp.cos(jnp.pi * progress))
+        return jnp.where(count < warmup, warm, cosine)
+
+    return schedule
+
+
+def make_optimizer(tc: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with the schedule, weight decay on matrices only (ndim >= 2), global-norm clipping."""
+    adamw = optax.adamw(
+        lr_schedule(tc),
+        b1=tc.beta1,
+        b2=tc.beta2,
+        weight_decay=tc.weight_decay,
+        mask=lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params),
+    )
+    return optax.chain(optax.clip_by_global_norm(tc.grad_clip), adamw) if tc.grad_clip > 0 else adamw
+
+
+def masked_nll(logits_BxLxV: jax.Array, y_BxLxV: jax.Array, mask_BxL: jax.Array) -> jax.Array:
+    """Per-position negative log-likelihood in nats `[B, L]`, zero where the mask is 0."""
+    logp = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
+    return -jnp.sum(y_BxLxV * logp, axis=-1) * mask_BxL
+
+
+def make_steps(model, optimizer, batch_size: int, seq_len: int):
+    """The jitted train step (donating its state) and eval step for `model`."""
+
+    def loss_fn(params, batch: batches.Batch) -> jax.Array:
+        nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
+        return nll.sum() / jnp.maximum(batch.mask.sum(), 1.0)
+
+    def train_step(state: TrainState, batch: batches.Batch) -> tuple[TrainState, dict]:
+        batches.assert_batch(batch, batch_size, seq_len)  # fires at trace time, i.e. the first step
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    def eval_step(params, batch: batches.Batch) -> tuple[jax.Array, jax.Array]:
+        """Per-window NLL sums `[B]` and target counts `[B]`."""
+        nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
+        return nll.sum(axis=-1), batch.mask.sum(axis=-1)
+
+    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Cross-field checks that no single module owns; raises a one-line `ConfigError`."""
+    tc = config.train
+    for name in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every"):
+        if tc[name] < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {tc[name]}")
+    if tc.lr <= 0 or tc.min_lr < 0 or tc.min_lr > tc.lr:
+        raise ConfigError(f"need 0 <= train.min_lr <= train.lr and lr > 0, got lr={tc.lr}, min_lr={tc.min_lr}")
+    if tc.progress not in ("auto", "bar", "lines", "none"):
+        raise ConfigError(f"train.progress must be auto, bar, lines or none, got {tc.progress!r}")
+    for name in ("windows", "eval_windows", "final_eval_windows"):
+        if config.data[name] < 0:
+            raise ConfigError(f"data.{name} must be >= 0, got {config.data[name]}")
+
+
+class _Progress:
+    """Progress as a tqdm bar (on a terminal) or as plain lines every `log_every` steps."""
+
+    def __init__(self, mode: str, total: int, log_every: int, out: Callable[[str], None]):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.total, self.log_every, self.out = mode, total, log_every, out
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm  # a well-kept bar with ETA; only needed on a terminal
+
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+
+    def update(self, rec: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:,.0f}", refresh=False)
+        elif self.mode == "lines" and (rec["step"] % self.log_every == 0 or rec["step"] == self.total):
+            done = rec["step"]
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / done * (self.total - done) if done else 0.0
+            self.out(
+                f"step {done:>6}/{self.total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
+                f"{rec['tokens_per_s']:>8,.0f} tok/s  ETA {eta:5.0f}s"
+            )
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            self.out(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def evaluate(eval_step, params, ids: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int) -> dict:
+    """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error."""
+    sums, counts = [], []
+    for i in range(0, starts.size, batch_size):
+        chunk = starts[i : i + batch_size]
+        b = batches.make_batch(ids, chunk, seq_len)
+        if chunk.size < batch_size:  # pad to a fixed shape (one compile); padding is all masked
+            pad = batch_size - chunk.size
+            b = batches.Batch(*(np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in b))
+        s, c = eval_step(params, b)
+        sums.append(np.asarray(s)[: chunk.size])
+        counts.append(np.asarray(c)[: chunk.size])
+    s, c = np.concatenate(sums), np.concatenate(counts)
+    loss = float(s.sum() / c.sum())
+    per_window = s / np.maximum(c, 1)
+    stderr = float(per_window.std(ddof=1) / math.sqrt(per_window.size)) if per_window.size > 1 else float("nan")
+    return {
+        "val_loss": loss,
+        "val_bpb": loss / math.log(2),
+        "val_loss_stderr": stderr,
+        "windows": int(starts.size),
+        "tokens": int(c.sum()),
+    }
+
+
+def run_probe(model, params, ids: np.ndarray, seq_len: int, positions: int) -> dict:
+    """The probe report on the first validation window."""
+    b = batches.make_batch(ids, np.zeros(1, dtype=np.int64), seq_len)
+    logits = jax.jit(model.apply)(params, b.x)
+    return probe.report(np.asarray(logits[0]), b.x[0].argmax(-1), b.y[0].argmax(-1), b.mask[0], positions)
+
+
+def initial_params(config, model, key: jax.Array) -> dict:
+    """A fresh init from `key`, or the pack at `train.init_params` checked against the model."""
+    if config.train.init_params:
+        expected = models.abstract_variables(model)
+        return jax.tree_util.tree_map(jnp.asarray, param_pack.load_pack(config.train.init_params, expected))
+    return models.init_variables(model, key)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    overwrite: bool = False,
+    out: Callable[[str], None] = print,
+    stream: Callable[[str], None] = lambda s: print(s, end="", flush=True),
+) -> dict:
+    """Trains `config` into `workdir`; returns the summary.
+
+    Progress goes through `out` (whole lines); the final sample streams through `stream`.
+    """
+    t_start = time.perf_counter()
+    check_config(config)
+    model = models.build(config.model)
+    seq_len, tc = config.model.seq_len, config.train
+    sample_settings = sampling.SampleSettings.from_config(config.sample)
+    sample_settings.validate(config.sample.prompt)  # fail before training, not after
+    data = corpus.load(config.data, seq_len)
+    workdir = run_dir.prepare(workdir, overwrite)
+    run_dir.write_config(workdir, config)
+
+    params = initial_params(config, model, jax.random.key(tc.seed))
+    n_params = models.count_params(params)
+    optimizer = make_optimizer(tc)
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len)
+
+    out(
+        f"{config.name}: {model.__class__.__name__}, {n_params:,} parameters; corpus {data.path} "
+        f"({data.train.size:,} train + {data.val.size:,} val bytes); windows [{tc.batch_size}, {seq_len + 1}] "
+        f"→ x, y one-hot [{tc.batch_size}, {seq_len}, 256] float32"
+    )
+    bank = None
+    if config.data.windows:
+        bank = batches.window_bank(data.train.size, seq_len, config.data.windows, config.data.seed)
+    val_starts = batches.eval_starts(data.val.size, seq_len, config.data.eval_windows)
+    # The final figure is worth a larger sample than the periodic ones (by default the whole split).
+    final_starts = batches.eval_starts(data.val.size, seq_len, config.data.final_eval_windows)
+
+    probes = {"before": run_probe(model, state.params, data.val, seq_len, tc.probe_positions)}
+    out(probe.format_report(probes["before"], "probe before training"))
+    evaluations = [{"step": 0, **evaluate(eval_step, state.params, data.val, val_starts, seq_len, tc.eval_batch_size)}]
+    out(f"step      0  val_loss {evaluations[0]['val_loss']:.4f} ± {evaluations[0]['val_loss_stderr']:.4f}")
+
+    records: list[dict] = []
+    tokens_per_step = tc.batch_size * seq_len
+    progress = _Progress(tc.progress, tc.steps, tc.log_every, out)
+    schedule = lr_schedule(tc)
+    t_train0 = time.perf_counter()
+    train_seconds, compile_s = 0.0, float("nan")
+    t_last = time.perf_counter()
+
+    def record(step: int, metrics: dict) -> None:
+        nonlocal t_last, train_seconds, compile_s
+        m = jax.device_get(metrics)  # blocks on this step only; the next one is already queued
+        now = time.perf_counter()
+        dt, t_last = now - t_last, now
+        if step == 1:
+            compile_s = dt  # the first step includes tracing and compilation
+        else:
+            train_seconds += dt
+        loss, gnorm = float(m["loss"]), float(m["grad_norm"])
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            progress.close()
+            raise TrainingDiverged(
+                f"training diverged at step {step}: loss {loss}, grad norm {gnorm}; nothing was "
+                "written over params.json (try a lower --config.train.lr)"
+            )
+        rec = {
+            "step": step,
+            "loss": loss,
+            "lr": float(schedule(step - 1)),
+            "grad_norm": gnorm,
+            "tokens_per_s": tokens_per_step / dt,
+            "wall_s": now - t_train0,
+        }
+        records.append(rec)
+        progress.update(rec)
+
+    pending = None
+    for step in range(1, tc.steps + 1):
+        starts = batches.train_starts(data.train.size, seq_len, tc.batch_size, step - 1, config.data.seed, bank)
+        state, metrics = train_step(state, batches.make_batch(data.train, starts, seq_len))
+        if pending is not None:
+            record(*pending)
+        pending = (step, metrics)
+        if step % tc.eval_every == 0 or step == tc.steps:
+            record(*pending)
+            pending = None
+            starts = final_starts if step == tc.steps else val_starts
+            ev = {"step": step, **evaluate(eval_step, state.params, data.val, starts, seq_len, tc.eval_batch_size)}
+            evaluations.append(ev)
+            progress.write(
+                f"step {step:>6}  val_loss {ev['val_loss']:.4f} ± {ev['val_loss_stderr']:.4f}  "
+                f"({ev['val_bpb']:.3f} bits/byte)"
+            )
+            t_last = time.perf_counter()  # evaluation time is not training time
+    progress.close()
+    train_wall = time.perf_counter() - t_train0
+
+    probes["after"] = run_probe(model, state.params, data.val, seq_len, tc.probe_positions)
+    out(probe.format_report(probes["after"], "probe after training"))
+    param_pack.save_pack(workdir / run_dir.PARAMS_FILE, state.params, config.model.to_dict())
+
+    last = records[-min(len(records), 50) :]
+    timed_steps = max(len(records) - 1, 0)
+    summary = {
+        "params": n_params,
+        "steps": tc.steps,
+        "final_train_loss": statistics.fmean(r["loss"] for r in last),
+        "final_train_loss_steps": len(last),
+        "final_val_loss": evaluations[-1]["val_loss"],
+        "final_val_loss_stderr": evaluations[-1]["val_loss_stderr"],
+        "val_bpb": evaluations[-1]["val_bpb"],
+        "tokens_per_s": timed_steps * tokens_per_step / train_seconds if train_seconds > 0 else float("nan"),
+        "first_step_s": compile_s,
+        "train_wall_s": train_wall,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    out(
+        f"summary: {n_params:,} params, {tc.steps} steps, train loss {summary['final_train_loss']:.4f} "
+        f"(mean of last {len(last)}), val loss {summary['final_val_loss']:.4f} ({summary['val_bpb']:.3f} bits/byte), "
+        f"{summary['tokens_per_s']:,.0f} tok/s, first step {compile_s:.1f}s, wall {summary['wall_s']:.1f}s"
+    )
+
+    sample = None
+    if sample_settings.generate > 0:
+        out(f"sample (prompt {config.sample.prompt!r}, {sample_settings.generate} bytes):")
+        stream(config.sample.prompt)
+        text = sampling.sample_text(model, state.params, config.sample.prompt, sample_settings, on_text=stream)
+        stream("\n")
+        sample = {"prompt": config.sample.prompt, "generated": text, "settings": dict(config.sample.to_dict())}
+    summary["wall_s"] = time.perf_counter() - t_start
+    log = train_log.build(
+        config.name, records, evaluations, probes, summary, sample, {"config": config.name, "params": n_params}
+    )
+    atomic_write_json(workdir / run_dir.LOG_FILE, log)
+    out(f"wrote {workdir / run_dir.CONFIG_FILE}, {workdir / run_dir.PARAMS_FILE}, {workdir / run_dir.LOG_FILE}")
+    return summary

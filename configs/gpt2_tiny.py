@@ -1,0 +1,32 @@
+"""gpt2_tiny: a 0.83M-parameter GPT-2 over bytes, trained on Tiny Shakespeare on a CPU.
+
+    python -m launch.download_data --tiny_shakespeare
+    python -m launch.train --config=configs/gpt2_tiny.py
+
+The widely used CPU recipe for Tiny Shakespeare (4 layers, 4 heads, width 128, seq 64, batch 12,
+AdamW 1e-3 with 100 warm-up steps and cosine decay to 1e-4 over 2000 steps), so results compare
+with published ones. Measured figures for this config are in README.md.
+"""
+
+import ml_collections
+
+from bytelm import config_base
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.name = "gpt2_tiny"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "gpt2"
+    config.model.num_layers = 4
+    config.model.num_heads = 4
+    config.model.head_dim = 32  # width = num_heads × head_dim = 128
+    config.model.ffn_hidden = 512
+    config.model.seq_len = 64
+
+    config.data = config_base.data_config()
+    config.train = config_base.train_config()
+    config.sample = config_base.sample_config()
+    config.runtime = config_base.runtime_config()
+    return config

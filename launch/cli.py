@@ -1,0 +1,101 @@
+"""What every entry point shares: flag parsing and turning errors into one line and an exit code.
+
+Usage errors (bad flags, unknown or ill-typed config overrides, bad settings) exit with status 2;
+runtime failures (missing corpus, corrupt pack, unwritable workdir) with status 1; Ctrl-C with 130.
+No traceback reaches the user for any error bytelm knows about.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+from bytelm.errors import BytelmError
+
+USAGE_EXIT = 2
+INTERRUPT_EXIT = 130
+
+
+def fail(message: str, code: int) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _config_file_arg(argv: list[str]) -> str | None:
+    for a in argv[1:]:
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    config_file = _config_file_arg(argv)
+    if config_file is not None and not os.path.isfile(config_file):
+        fail(
+            f"config file {config_file} does not exist: pass one of configs/*.py, e.g. --config=configs/gpt2_tiny.py",
+            USAGE_EXIT,
+        )
+    try:
+        rest = flags.FLAGS(argv)
+        # ml_collections loads a config file lazily: load it now so a bad path is a usage error.
+        if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+            flags.FLAGS["config"].value.keys()  # the first attribute access triggers the load
+    except flags.Error as e:
+        fail(f"{e} (see --helpshort)", USAGE_EXIT)
+    except (AttributeError, KeyError):
+        # An unknown override: ml_collections names the field and may suggest a close one.
+        fail(_unknown_field_message(argv), USAGE_EXIT)
+    except (OSError, ValueError, TypeError, SyntaxError) as e:
+        fail(f"cannot load config file {config_file}: {str(e).splitlines()[-1] if str(e) else e!r}", USAGE_EXIT)
+    if len(rest) > 1:
+        fail(f"unexpected arguments: {' '.join(rest[1:])} (flags are --name=value)", USAGE_EXIT)
+    return rest
+
+
+def _unknown_field_message(argv: list[str]) -> str:
+    """Finds the override whose path is not in the loaded config and suggests the closest field."""
+    spec = importlib.util.spec_from_file_location("_bytelm_config", _config_file_arg(argv) or "")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        node, walked = config, "--config"
+        for part in arg.split("=", 1)[0].split(".")[1:]:
+            if not hasattr(node, "keys"):
+                return f"unknown config field {arg.split('=', 1)[0]} ({walked} is a value, not a section)"
+            keys = list(node.keys())
+            if part not in keys:
+                close = difflib.get_close_matches(part, keys, n=1)
+                fix = f"did you mean {walked}.{close[0]}?" if close else f"{walked} has: {', '.join(keys)}"
+                return f"unknown config field {walked}.{part} ({fix})"
+            node, walked = node[part], f"{walked}.{part}"
+    return "unknown config field (check the --config.* overrides against the config file)"
+
+
+def run(main: Callable[[], None]) -> None:
+    """Runs `main()` under absl, converting bytelm errors and Ctrl-C into a line and an exit code."""
+
+    def wrapped(argv: list[str]) -> None:
+        try:
+            main()
+        except BytelmError as e:
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr, flush=True)
+            sys.exit(INTERRUPT_EXIT)
+        except BrokenPipeError:
+            # Output piped into `head` and closed: not an error of ours.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+
+    # JAX logs at INFO that it found no TPU: start-up chatter, not something a user must act on.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    app.run(wrapped, flags_parser=_parse_flags)

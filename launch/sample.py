@@ -1,0 +1,114 @@
+"""Samples a continuation from a trained run.
+
+    python -m launch.sample --checkpoint_dir=runs/gpt2_tiny --prompt="ROMEO:" --generate=220 \
+        --temperature=0.85 --top_k=24 --repeat_penalty=1.25 --repeat_window=24 --seed=11
+
+Rebuilds the model from DIR/config.json, loads DIR/params.json with the shape check and samples
+(no optimizer is created). Flags left out take the run's `config.sample` values.
+--interactive opens a prompt loop: each line typed is appended to the context as typed and
+continued; `:show` prints the context, `:clear` resets it, `:q` or an empty line exits.
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+from absl import flags
+
+from bytelm import models, param_pack, run_dir, sampling, tokenizer
+from bytelm.errors import UsageError
+from launch import cli
+
+FALLBACK_GENERATE = 220  # a run trained with sample.generate=0 still samples something by default
+_DIR = flags.DEFINE_string("checkpoint_dir", None, "a training run's workdir")
+_PROMPT = flags.DEFINE_string("prompt", None, "text to continue (default: the run's sample.prompt)")
+_GENERATE = flags.DEFINE_integer(
+    "generate", None, f"bytes to generate (default: the run's sample.generate, or {FALLBACK_GENERATE} if that is 0)"
+)
+_TEMPERATURE = flags.DEFINE_float("temperature", None, "softmax temperature; 0 = greedy")
+_TOP_K = flags.DEFINE_integer("top_k", None, "keep the k most likely bytes; 0 = all, 1 = greedy")
+_REPEAT_PENALTY = flags.DEFINE_float("repeat_penalty", None, "subtracted per occurrence in the window")
+_REPEAT_WINDOW = flags.DEFINE_integer("repeat_window", None, "recent bytes the penalty looks at; 0 = off")
+_SEED = flags.DEFINE_integer("seed", None, "sampling seed")
+_ASCII_ONLY = flags.DEFINE_bool("ascii_only", None, "only newline and printable ASCII")
+_INTERACTIVE = flags.DEFINE_bool("interactive", False, "a prompt loop (:show, :clear, :q)")
+flags.mark_flag_as_required("checkpoint_dir")
+
+
+def settings_from_flags(sample_config) -> sampling.SampleSettings:
+    """The run's sample settings with every flag that was given put over them."""
+    merged = sample_config.to_dict()
+    merged["generate"] = merged["generate"] or FALLBACK_GENERATE
+    for name, flag in (
+        ("generate", _GENERATE),
+        ("temperature", _TEMPERATURE),
+        ("top_k", _TOP_K),
+        ("repeat_penalty", _REPEAT_PENALTY),
+        ("repeat_window", _REPEAT_WINDOW),
+        ("seed", _SEED),
+        ("ascii_only", _ASCII_ONLY),
+    ):
+        if flag.value is not None:
+            merged[name] = flag.value
+    return sampling.SampleSettings.from_config(type(sample_config)(merged))
+
+
+def prompt_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
+        raise UsageError("the prompt is not valid UTF-8: pass it in UTF-8 (check your terminal's locale)") from None
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def interactive(sampler: sampling.ReferenceSampler, history: list[int], settings: sampling.SampleSettings) -> None:
+    index = 0  # token index across turns, so the whole session depends only on the seed and inputs
+    print("interactive: type text to continue; :show, :clear, :q (or an empty line) to quit", flush=True)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            return
+        if line in ("", ":q"):
+            return
+        if line == ":show":
+            print(tokenizer.display(history) or "(empty)")
+            continue
+        if line == ":clear":
+            history.clear()
+            print("(context cleared)")
+            continue
+        history.extend(tokenizer.encode(prompt_bytes(line)).tolist())
+        decoder = tokenizer.StreamDecoder()
+        write(line)
+        new = sampler.continue_ids(
+            history, settings, start_index=index, on_token=lambda t, d=decoder: write(d.push([t]))
+        )
+        write(decoder.flush() + "\n")
+        index += len(new)
+
+
+def main() -> None:
+    config = run_dir.read_config(_DIR.value)
+    model = models.build(config.model)
+    variables = param_pack.load_pack(f"{_DIR.value}/{run_dir.PARAMS_FILE}", models.abstract_variables(model))
+    variables = jax.tree_util.tree_map(jnp.asarray, variables)
+    settings = settings_from_flags(config.sample)
+    prompt = prompt_bytes(_PROMPT.value if _PROMPT.value is not None else config.sample.prompt)
+    if _INTERACTIVE.value:
+        settings.validate(b"x")  # prompts come line by line
+        history = list(tokenizer.encode(prompt)) if _PROMPT.value is not None else []
+        interactive(sampling.ReferenceSampler(model, variables), history, settings)
+        return
+    settings.validate(prompt)
+    write(prompt.decode("utf-8"))
+    sampling.sample_text(model, variables, prompt, settings, on_text=write)
+    write("\n")
+
+
+if __name__ == "__main__":
+    cli.run(main)

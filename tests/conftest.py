@@ -1,0 +1,60 @@
+"""Shared fixtures: the repository paths, the mirrored corpus and tiny configs that train in seconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MIRROR = REPO.parent / "shared" / "data"
+CONFIGS = REPO / "configs"
+
+sys.path.insert(0, str(CONFIGS))  # config files are plain modules: `import gpt2_tiny`
+
+
+def mirror_env() -> dict[str, str]:
+    """The environment for subprocesses: the local mirror when it exists (CI and offline machines)."""
+    env = dict(os.environ)
+    if SHARED_MIRROR.is_dir() and not env.get("BYTELM_DATA_MIRROR"):
+        env["BYTELM_DATA_MIRROR"] = str(SHARED_MIRROR)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_shakespeare(tmp_path_factory) -> Path:
+    """Tiny Shakespeare fetched (from the mirror when there is one) into a session folder."""
+    from bytelm import download
+
+    data_dir = tmp_path_factory.mktemp("data")
+    path, _ = download.fetch("tiny_shakespeare", data_dir, env=mirror_env())
+    return path
+
+
+def tiny_config(corpus_file: Path | str, **overrides):
+    """gpt2_tiny shrunk to train in seconds: 2 layers, width 32, seq 16, batch 4."""
+    import gpt2_tiny
+
+    config = gpt2_tiny.get_config()
+    config.data.file = str(corpus_file)
+    config.model.num_layers = 2
+    config.model.num_heads = 2
+    config.model.head_dim = 16
+    config.model.ffn_hidden = 64
+    config.model.seq_len = 16
+    config.train.batch_size = 4
+    config.train.steps = 5
+    config.train.warmup_steps = 2
+    config.train.eval_every = 5
+    config.train.eval_batch_size = 8
+    config.data.eval_windows = 8
+    config.data.final_eval_windows = 8
+    config.train.progress = "none"
+    config.sample.generate = 0
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        config[section][field] = value
+    return config

@@ -1,0 +1,115 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bytelm import models, sampling, tokenizer
+from bytelm.errors import UsageError
+from bytelm.models.transformer import GPT2, GPT2Config
+from bytelm.sampling import SampleSettings, adjust_logits, choose_token
+
+SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    model = GPT2(SMALL)
+    return model, models.init_variables(model, jax.random.key(0))
+
+
+def test_repeat_penalty_subtracts_per_occurrence_in_the_window():
+    s = SampleSettings(temperature=0.0, repeat_penalty=1.5, repeat_window=4)
+    out = adjust_logits(jnp.zeros(256), jnp.array([5, 5, 7, -1]), s)
+    assert float(out[5]) == -3.0 and float(out[7]) == -1.5 and float(out[0]) == 0.0
+
+
+def test_greedy_takes_the_argmax_after_the_penalty():
+    logits = jnp.zeros(256).at[65].set(3.0).at[66].set(2.0)
+    greedy = SampleSettings(temperature=0.0)
+    assert int(choose_token(logits, jnp.full(4, -1), 0, greedy)) == 65
+    penalised = SampleSettings(temperature=0.0, repeat_penalty=2.0, repeat_window=4)
+    assert int(choose_token(logits, jnp.array([-1, -1, -1, 65]), 0, penalised)) == 66
+    top1 = SampleSettings(temperature=1.0, top_k=1)
+    assert all(int(choose_token(logits, jnp.full(1, -1), i, top1)) == 65 for i in range(5))
+
+
+def test_top_k_keeps_only_the_k_largest():
+    logits = jnp.arange(256, dtype=jnp.float32) / 50.0
+    s = SampleSettings(temperature=2.0, top_k=3)
+    drawn = {int(choose_token(logits, jnp.full(1, -1), i, s)) for i in range(200)}
+    assert drawn <= {253, 254, 255} and len(drawn) > 1
+
+
+def test_ascii_only_never_draws_other_bytes():
+    logits = jnp.zeros(256).at[200].set(50.0).at[7].set(50.0)
+    s = SampleSettings(temperature=1.0, top_k=0, ascii_only=True)
+    for i in range(100):
+        t = int(choose_token(logits, jnp.full(1, -1), i, s))
+        assert t == 10 or 32 <= t <= 126
+
+
+def test_a_draw_depends_only_on_seed_and_index():
+    logits = jax.random.normal(jax.random.key(0), (256,))
+    s = SampleSettings(temperature=1.0, top_k=0, seed=11)
+    first = [int(choose_token(logits, jnp.full(1, -1), i, s)) for i in range(30)]
+    assert int(choose_token(logits, jnp.full(1, -1), 17, s)) == first[17]  # no hidden state
+    other = SampleSettings(temperature=1.0, top_k=0, seed=12)
+    assert [int(choose_token(logits, jnp.full(1, -1), i, other)) for i in range(30)] != first
+
+
+def test_recent_window_pads_with_minus_one():
+    np.testing.assert_array_equal(sampling.recent_window([1, 2, 3], 5), [-1, -1, 1, 2, 3])
+    np.testing.assert_array_equal(sampling.recent_window([1, 2, 3, 4, 5, 6], 2), [5, 6])
+    assert sampling.recent_window([1, 2], 0).size == 0
+
+
+@pytest.mark.parametrize(
+    "settings, prompt, message",
+    [
+        (SampleSettings(temperature=-0.1), "a", "temperature"),
+        (SampleSettings(temperature=float("nan")), "a", "temperature"),
+        (SampleSettings(top_k=257), "a", "top_k"),
+        (SampleSettings(top_k=-1), "a", "top_k"),
+        (SampleSettings(repeat_penalty=-1.0), "a", "repeat_penalty"),
+        (SampleSettings(repeat_window=-2), "a", "repeat_window"),
+        (SampleSettings(generate=-1), "a", "generate"),
+        (SampleSettings(generate=5), "", "prompt is empty"),
+    ],
+)
+def test_invalid_settings_are_one_line_usage_errors(settings, prompt, message):
+    with pytest.raises(UsageError, match=message) as e:
+        settings.validate(prompt)
+    assert "\n" not in str(e.value) and e.value.exit_code == 2
+
+
+def test_empty_prompt_is_fine_when_nothing_is_generated():
+    SampleSettings(generate=0).validate("")
+
+
+def test_same_settings_give_the_same_text_and_run_past_the_window(small_model):
+    model, variables = small_model
+    s = SampleSettings(generate=40, temperature=0.9, top_k=20, repeat_penalty=0.5, repeat_window=8, seed=3)
+    a = sampling.sample_text(model, variables, "ROMEO:", s)  # 46 bytes > seq_len 16: the window crops
+    b = sampling.sample_text(model, variables, "ROMEO:", s)
+    assert a == b and len(tokenizer.encode(a)) >= 1
+    c = sampling.sample_text(model, variables, "ROMEO:", SampleSettings(**{**s.__dict__, "seed": 4}))
+    assert c != a
+
+
+def test_streamed_text_equals_returned_text(small_model):
+    model, variables = small_model
+    pieces = []
+    text = sampling.sample_text(
+        model, variables, "Hi", SampleSettings(generate=30, top_k=0, temperature=1.5), on_text=pieces.append
+    )
+    assert "".join(pieces) == text
+
+
+def test_reference_sampler_logits_equal_the_full_forward_at_the_last_position(small_model):
+    model, variables = small_model
+    sampler = sampling.ReferenceSampler(model, variables)
+    history = list(range(60, 80))  # 20 ids: the window holds the last 16
+    full = model.apply(variables, jax.nn.one_hot(jnp.array([history[-16:]]), 256))[0, -1]
+    np.testing.assert_allclose(sampler.logits(history), full, rtol=1e-5, atol=1e-5)
+    short = model.apply(variables, jax.nn.one_hot(jnp.array([history[:5]]), 256))[0, -1]
+    np.testing.assert_allclose(sampler.logits(history[:5]), short, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,141 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gpt2_tiny
+from bytelm import batches, models, param_pack, run_dir, train
+from bytelm.errors import ConfigError, RunDirError
+from conftest import tiny_config
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    tc = gpt2_tiny.get_config().train
+    s = train.lr_schedule(tc)
+    assert float(s(0)) == pytest.approx(1e-5)  # the first update: lr × 1/100
+    assert float(s(99)) == pytest.approx(1e-3)
+    assert float(s(100)) == pytest.approx(1e-3)
+    assert float(s(1050)) == pytest.approx((1e-3 + 1e-4) / 2, rel=1e-4)  # half-way down the cosine
+    assert float(s(2000)) == pytest.approx(1e-4)
+    assert all(float(s(i)) >= float(s(i + 1)) for i in range(100, 2000, 50))
+
+
+def test_weight_decay_touches_matrices_only():
+    tc = gpt2_tiny.get_config().train
+    opt = train.make_optimizer(tc)
+    params = {"w": jnp.ones((3, 3)), "b": jnp.ones(3)}
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = opt.update(zero, opt.init(params), params)
+    assert float(jnp.abs(updates["b"]).max()) == 0.0
+    assert float(updates["w"][0, 0]) == pytest.approx(-1e-5 * 0.1)  # -lr × wd × w
+
+
+def test_masked_positions_do_not_change_the_loss():
+    logits = jax.random.normal(jax.random.key(0), (2, 6, 256))
+    b = batches.make_batch(np.array([65, 66, 67, 68], np.uint8), np.array([0, 1]), seq_len=6)
+    other_y = b.y.copy()
+    other_y[:, 4:] = np.eye(256, dtype=np.float32)[99]  # change only masked targets
+    a = train.masked_nll(logits, b.y, b.mask)
+    c = train.masked_nll(logits, other_y, b.mask)
+    np.testing.assert_array_equal(a, c)
+    assert float(a[0, 3]) == 0.0 and float(a[0, 2]) > 0.0
+
+
+def test_a_wrong_batch_fails_at_the_first_step_naming_the_expected_shape():
+    cfg = gpt2_tiny.get_config()
+    model = models.build(cfg.model)
+    opt = train.make_optimizer(cfg.train)
+    params = models.init_variables(model, jax.random.key(0))
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
+    step, _ = train.make_steps(model, opt, batch_size=12, seq_len=64)
+    wrong = batches.make_batch(np.arange(200, dtype=np.uint8), np.zeros(11, np.int64), seq_len=64)
+    with pytest.raises(AssertionError, match=r"\(12, 64, 256\)"):
+        step(state, wrong)
+
+
+def test_bad_train_fields_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="train.steps"):
+        train.train_and_evaluate(tiny_config(tmp_path / "x", train__steps=0), tmp_path / "run", out=lambda s: None)
+    with pytest.raises(ConfigError, match="progress"):
+        train.train_and_evaluate(
+            tiny_config(tmp_path / "x", train__progress="fancy"), tmp_path / "r", out=lambda s: None
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_shakespeare, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    cfg = tiny_config(tiny_shakespeare, sample__generate=12, train__steps=6, train__eval_every=3)
+    summary = train.train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
+    return cfg, workdir, summary
+
+
+def test_run_directory_holds_config_pack_and_log(tiny_run):
+    cfg, workdir, summary = tiny_run
+    assert json.loads((workdir / "config.json").read_text()) == cfg.to_dict()
+    model = models.build(cfg.model)
+    params = param_pack.load_pack(workdir / "params.json", models.abstract_variables(model))
+    assert models.count_params(params) == summary["params"]
+    log = json.loads((workdir / "train_log.json").read_text())
+    assert log["title"] == "gpt2_tiny" and log["steps"] == [1, 6]
+    series = {s["name"]: s for s in log["series"]}
+    assert len(series["loss"]["values"]) == 6 and series["val_loss"]["steps"] == [0, 3, 6]
+    assert all(set(s) >= {"name", "values", "color"} for s in log["series"])
+    assert [r["step"] for r in log["records"]] == [1, 2, 3, 4, 5, 6]
+    assert set(log["records"][0]) == {"step", "loss", "lr", "grad_norm", "tokens_per_s", "wall_s"}
+    assert set(log["probes"]) == {"before", "after"} and len(log["probes"]["after"]["prediction"]) == 16
+    notes = dict(n.split("=", 1) for n in log["notes"])
+    assert notes["prompt"] == "ROMEO:" and notes["generated"] == log["sample"]["generated"]
+    assert log["summary"]["final_val_loss"] == log["evaluations"][-1]["val_loss"]
+
+
+def test_same_config_and_seed_give_bit_identical_parameters(tiny_run, tmp_path):
+    cfg, workdir, _ = tiny_run
+    train.train_and_evaluate(cfg, tmp_path, out=lambda s: None, stream=lambda s: None)
+    a = param_pack.flatten(param_pack.load_pack(workdir / "params.json"))
+    b = param_pack.flatten(param_pack.load_pack(tmp_path / "params.json"))
+    assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_an_earlier_run_is_not_overwritten_without_asking(tiny_run, tmp_path):
+    cfg, workdir, _ = tiny_run
+    before = (workdir / "params.json").read_bytes()
+    with pytest.raises(RunDirError, match="--overwrite"):
+        train.train_and_evaluate(cfg, workdir, out=lambda s: None)
+    assert (workdir / "params.json").read_bytes() == before
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(RunDirError, match="is a file"):
+        run_dir.prepare(f, overwrite=True)
+
+
+def test_init_params_starts_from_a_pack(tiny_run, tmp_path):
+    cfg, workdir, _ = tiny_run
+    cfg2 = tiny_config(cfg.data.file, train__init_params=str(workdir / "params.json"), train__steps=1)
+    cfg2.train.lr = 1e-12  # so the one step barely moves the weights
+    cfg2.train.min_lr = 0.0
+    logs = []
+    train.train_and_evaluate(cfg2, tmp_path, out=logs.append)
+    first_eval = json.loads((tmp_path / "train_log.json").read_text())["evaluations"][0]["val_loss"]
+    trained = json.loads((workdir / "train_log.json").read_text())["evaluations"][-1]["val_loss"]
+    assert first_eval == pytest.approx(trained, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_200_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
+    cfg = gpt2_tiny.get_config()
+    cfg.data.file = str(tiny_shakespeare)
+    cfg.train.steps = 200
+    cfg.train.eval_every = 100
+    cfg.data.eval_windows = 128
+    cfg.data.final_eval_windows = 128
+    cfg.train.progress = "none"
+    cfg.sample.generate = 0
+    summary = train.train_and_evaluate(cfg, tmp_path, out=lambda s: None)
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    first, last = log["evaluations"][0]["val_loss"], log["evaluations"][-1]["val_loss"]
+    assert first > 5.0  # about ln(256) = 5.55 for an untrained byte model
+    assert last < 2.8, f"200 steps should reach val loss < 2.8 (typically ~2.5), got {last:.3f}"
+    assert summary["final_val_loss"] == last

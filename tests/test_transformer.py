@@ -1,0 +1,96 @@
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gpt2_tiny
+from bytelm import models, param_pack
+from bytelm.errors import ConfigError
+from bytelm.models.transformer import GPT2, GPT2Config, causal_attention
+
+SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
+
+
+def test_gpt2_tiny_parameter_shapes_and_count():
+    model = models.build(gpt2_tiny.get_config().model)
+    shapes = {p: tuple(x.shape) for p, x in param_pack.flatten(models.abstract_variables(model)).items()}
+    assert shapes["params/wte"] == (256, 128)
+    assert shapes["params/wpe"] == (64, 128)
+    assert shapes["params/h_0/attn/qkv/kernel"] == (128, 384)
+    assert shapes["params/h_3/mlp/fc/kernel"] == (128, 512)
+    assert shapes["params/h_3/mlp/proj/kernel"] == (512, 128)
+    assert shapes["params/ln_f/scale"] == (128,)
+    assert not any("head" in p for p in shapes)  # the output head is tied to wte
+    # wte + wpe + 4 × (2 LN + qkv + proj + fc + proj) + ln_f, counted by hand.
+    per_layer = 2 * 256 + (128 * 384 + 384) + (128 * 128 + 128) + (128 * 512 + 512) + (512 * 128 + 128)
+    assert models.count_params(models.abstract_variables(model)) == 256 * 128 + 64 * 128 + 4 * per_layer + 256
+    assert models.count_params(models.abstract_variables(model)) == 834_304
+
+
+def test_gpt2_initialisation_follows_gpt2():
+    model = GPT2(GPT2Config(seq_len=64, num_layers=8, num_heads=4, head_dim=64, ffn_hidden=1024))
+    flat = param_pack.flatten(models.init_variables(model, jax.random.key(0)))
+    assert abs(float(jnp.std(flat["params/h_0/mlp/fc/kernel"])) - 0.02) < 0.001
+    residual_std = 0.02 / math.sqrt(2 * 8)
+    assert abs(float(jnp.std(flat["params/h_0/mlp/proj/kernel"])) - residual_std) < 0.0005
+    assert abs(float(jnp.std(flat["params/h_0/attn/proj/kernel"])) - residual_std) < 0.0005
+    assert float(jnp.abs(flat["params/h_0/attn/qkv/bias"]).max()) == 0.0
+    np.testing.assert_array_equal(flat["params/ln_f/scale"], 1.0)
+
+
+def test_logits_shape_and_input_contract():
+    model = GPT2(SMALL)
+    variables = models.init_variables(model, jax.random.key(0))
+    x = jax.nn.one_hot(jnp.arange(10)[None] % 256, 256)
+    chex.assert_shape(model.apply(variables, x), (1, 10, 256))
+    with pytest.raises(AssertionError):
+        model.apply(variables, jnp.zeros((1, 10, 255)))
+    with pytest.raises(ValueError, match="exceeds model.seq_len"):
+        model.apply(variables, jnp.zeros((1, 17, 256)))
+
+
+def test_causality_changing_position_t_leaves_earlier_logits_unchanged():
+    model = GPT2(SMALL)
+    variables = models.init_variables(model, jax.random.key(1))
+    ids = jax.random.randint(jax.random.key(2), (2, 16), 0, 256)
+    base = model.apply(variables, jax.nn.one_hot(ids, 256))
+    for t in (0, 5, 15):
+        changed = model.apply(variables, jax.nn.one_hot(ids.at[:, t].set((ids[:, t] + 1) % 256), 256))
+        np.testing.assert_array_equal(changed[:, :t], base[:, :t])
+        assert not np.allclose(changed[:, t], base[:, t])
+
+
+def test_causality_by_gradient():
+    """The logits at position t have zero gradient with respect to every input after t."""
+    model = GPT2(SMALL)
+    variables = models.init_variables(model, jax.random.key(1))
+    x = jax.nn.one_hot(jax.random.randint(jax.random.key(3), (1, 16), 0, 256), 256)
+    for t in (3, 9):
+        g = jax.grad(lambda x, t=t: model.apply(variables, x)[0, t].sum())(x)
+        assert float(jnp.abs(g[0, t + 1 :]).max()) == 0.0
+        assert float(jnp.abs(g[0, : t + 1]).max()) > 0.0
+
+
+def test_causal_attention_matches_a_loop_reference():
+    kq, kk, kv = jax.random.split(jax.random.key(4), 3)
+    q = jax.random.normal(kq, (2, 5, 3, 4))
+    k = jax.random.normal(kk, (2, 5, 3, 4))
+    v = jax.random.normal(kv, (2, 5, 3, 4))
+    out = causal_attention(q, k, v)
+    for i in range(5):
+        s = jnp.einsum("bhk,bshk->bhs", q[:, i], k[:, : i + 1]) / 2.0
+        ref = jnp.einsum("bhs,bshk->bhk", jax.nn.softmax(s, -1), v[:, : i + 1])
+        np.testing.assert_allclose(out[:, i], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_sizes_are_config_errors():
+    cfg = gpt2_tiny.get_config()
+    cfg.model.num_layers = 0
+    with pytest.raises(ConfigError, match="num_layers"):
+        models.build(cfg.model)
+    cfg.model.name = "gpt5"
+    with pytest.raises(ConfigError, match="unknown model.name"):
+        models.build(cfg.model)
