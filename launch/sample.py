@@ -65,7 +65,7 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
-def interactive(sampler: sampling.ReferenceSampler, history: list[int], settings: sampling.SampleSettings) -> None:
+def interactive(sampler: sampling.Sampler, history: list[int], settings: sampling.SampleSettings) -> None:
     index = 0  # token index across turns, so the whole session depends only on the seed and inputs
     print("interactive: type text to continue; :show, :clear, :q (or an empty line) to quit", flush=True)
     while True:
@@ -102,7 +102,7 @@ def main() -> None:
     if _INTERACTIVE.value:
         settings.validate(b"x")  # prompts come line by line
         history = list(tokenizer.encode(prompt)) if _PROMPT.value is not None else []
-        interactive(sampling.ReferenceSampler(model, variables), history, settings)
+        interactive(sampling.make_sampler(model, variables), history, settings)
         return
     settings.validate(prompt)
     write(prompt.decode("utf-8"))

@@ -203,3 +203,26 @@ def test_download_errors(workspace, tmp_path):
     )
     assert_one_line_error(proc, 1, "is not the tiny_shakespeare corpus")
     assert_one_line_error(run(["launch.download_data"], workspace, check=False), 2, "--tiny_shakespeare")
+
+
+@pytest.mark.slow
+def test_mamba_trains_and_samples_through_the_same_commands(workspace):
+    run(
+        [
+            "launch.train",
+            f"--config={CONFIGS}/mamba_tiny.py",
+            "--workdir=runs/mamba",
+            "--config.train.steps=3",
+            "--config.model.d_model=32",
+            "--config.model.num_layers=1",
+            "--config.model.seq_len=32",
+            "--config.data.eval_windows=4",
+            "--config.data.final_eval_windows=4",
+            "--config.sample.generate=0",
+        ],
+        workspace,
+    )
+    flags = ["launch.sample", "--checkpoint_dir=runs/mamba", "--prompt=ROMEO:", "--generate=300", "--seed=3"]
+    first, second = run(flags, workspace), run(flags, workspace)
+    assert first.stdout == second.stdout and first.stdout.startswith("ROMEO:")
+    assert len(first.stdout.encode("utf-8", "surrogateescape")) > 300  # longer than seq_len: no window

@@ -11,10 +11,11 @@ import jax
 import jax.numpy as jnp
 
 from bytelm.errors import ConfigError
+from bytelm.models import mamba
 from bytelm.models.transformer import GPT2, GPT2Config
 from bytelm.tokenizer import VOCAB_SIZE
 
-MODEL_NAMES = ("gpt2",)
+MODEL_NAMES = ("gpt2", "mamba")
 
 
 def build(model_config) -> nn.Module:
@@ -22,13 +23,26 @@ def build(model_config) -> nn.Module:
     name = model_config.name
     if name == "gpt2":
         return GPT2(GPT2Config.from_config(model_config))
+    if name == "mamba":
+        return mamba.Mamba(mamba.MambaConfig.from_config(model_config))
     raise ConfigError(f"unknown model.name {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    """True for models that decode one token at a time from a fixed-size state (`model.step`),
+    False for window models that must see their whole (cropped) context."""
+    return isinstance(model, mamba.Mamba)
+
+
+def empty_cache(model: nn.Module, batch: int):
+    """The decoding state of a recurrent model before its first token."""
+    return mamba.empty_cache(model.config, batch)
 
 
 def init_variables(model: nn.Module, key: jax.Array) -> dict:
     """Fresh variables `{'params': ...}` for `model`, from an explicit PRNG key."""
     x = jnp.zeros((1, model.config.seq_len, VOCAB_SIZE), jnp.float32)
-    return model.init(key, x)
+    return jax.jit(model.init)(key, x)  # compiled: op-by-op init of a scan model takes seconds
 
 
 def abstract_variables(model: nn.Module) -> dict:

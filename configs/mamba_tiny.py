@@ -1,0 +1,38 @@
+"""mamba_tiny: a Mamba (selective state-space) byte model on Tiny Shakespeare, on a CPU.
+
+    python -m launch.download_data --tiny_shakespeare
+    python -m launch.train --config=configs/mamba_tiny.py
+
+d_model 128, 4 layers, d_state 16, d_conv 4, expand 2, trained on windows of 256 bytes with the same
+data, train and sample fields as gpt2_tiny except its learning rate. Training uses the associative
+scan in chunks of 16 (the fastest parallel form measured here; on this 2-core CPU the plain
+sequential scan, `--config.model.scan_mode=sequential`, is still faster: see README.md).
+"""
+
+import ml_collections
+
+from bytelm import config_base
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.name = "mamba_tiny"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "mamba"
+    config.model.d_model = 128
+    config.model.num_layers = 4
+    config.model.d_state = 16
+    config.model.d_conv = 4
+    config.model.expand = 2  # d_inner = 256
+    config.model.dt_rank = "auto"  # 'auto' = ceil(d_model / 16) = 8, or a number as a string
+    config.model.seq_len = 256  # training window; sampling has no window
+    config.model.scan_mode = "parallel"  # 'parallel' (associative scan) or 'sequential' (lax.scan reference)
+    config.model.scan_chunk = 16  # positions per associative-scan chunk (16 measured fastest); 0 = one scan
+
+    config.data = config_base.data_config()
+    config.train = config_base.train_config()
+    config.train.lr = 2e-3
+    config.sample = config_base.sample_config()
+    config.runtime = config_base.runtime_config()
+    return config

@@ -1,0 +1,192 @@
+import functools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import mamba_tiny
+import numpy as np
+import pytest
+
+from bytelm import models, param_pack, sampling
+from bytelm.errors import ConfigError
+from bytelm.models.mamba import Mamba, MambaConfig, empty_cache, selective_scan
+from bytelm.param_pack import ParamPackError
+
+SMALL = MambaConfig(seq_len=32, d_model=16, num_layers=2, d_state=4, d_conv=4, expand=2, dt_rank=2)
+
+
+def random_scan_inputs(key, b, l, d, n):
+    k = jax.random.split(key, 6)
+    x = jax.random.normal(k[0], (b, l, d))
+    dt = jax.nn.softplus(jax.random.normal(k[1], (b, l, d)) - 1.0)
+    A = -jnp.exp(jax.random.normal(k[2], (d, n)))
+    B = jax.random.normal(k[3], (b, l, n))
+    C = jax.random.normal(k[4], (b, l, n))
+    D = jax.random.normal(k[5], (d,))
+    return x, dt, A, B, C, D
+
+
+def loop_reference(x, dt, A, B, C, D):
+    """The recurrence written out with NumPy loops in float64: the slowest, plainest reference."""
+    x, dt, A, B, C, D = (np.asarray(a, np.float64) for a in (x, dt, A, B, C, D))
+    b, l, d = x.shape
+    h = np.zeros((b, d, A.shape[1]))
+    y = np.zeros((b, l, d))
+    for t in range(l):
+        h = np.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
+        y[:, t] = np.einsum("bdn,bn->bd", h, C[:, t]) + D * x[:, t]
+    return y
+
+
+@pytest.mark.parametrize("b, l, d, n", [(1, 1, 3, 2), (2, 17, 8, 4), (3, 64, 16, 16), (2, 100, 5, 3)])
+@pytest.mark.parametrize("chunk", [0, 4, 16, 7])
+def test_parallel_and_chunked_scans_match_the_sequential_scan(b, l, d, n, chunk):
+    inputs = random_scan_inputs(jax.random.key(l * 31 + d), b, l, d, n)
+    seq = jax.jit(functools.partial(selective_scan, mode="sequential"))(*inputs)
+    par = jax.jit(functools.partial(selective_scan, mode="parallel", chunk=chunk))(*inputs)
+    rel = float(jnp.max(jnp.abs(par - seq)) / jnp.max(jnp.abs(seq)))
+    assert rel < 1e-5, rel
+    np.testing.assert_allclose(seq, loop_reference(*inputs), rtol=1e-4, atol=1e-4)
+
+
+def test_scan_final_state_is_the_same_for_every_form():
+    inputs = random_scan_inputs(jax.random.key(0), 2, 30, 6, 4)
+    _, h_seq = selective_scan(*inputs, mode="sequential", return_state=True)
+    _, h_chunk = selective_scan(*inputs, mode="parallel", chunk=8, return_state=True)
+    np.testing.assert_allclose(h_chunk, h_seq, rtol=1e-5, atol=1e-6)
+
+
+def test_scan_gradients_agree_and_are_finite():
+    inputs = random_scan_inputs(jax.random.key(1), 2, 24, 6, 4)
+
+    def grads(**kw):
+        return jax.jit(
+            jax.grad(
+                lambda x, dt, B, C: jnp.sum(selective_scan(x, dt, inputs[2], B, C, inputs[5], **kw) ** 2),
+                argnums=(0, 1, 2, 3),
+            )
+        )(inputs[0], inputs[1], inputs[3], inputs[4])
+
+    for g_seq, g_par in zip(grads(mode="sequential"), grads(mode="parallel", chunk=5), strict=True):
+        assert bool(jnp.all(jnp.isfinite(g_par)))
+        np.testing.assert_allclose(g_par, g_seq, rtol=1e-4, atol=1e-4)
+
+
+def test_recurrent_step_reproduces_the_parallel_forward_at_every_position():
+    model = Mamba(SMALL)
+    variables = models.init_variables(model, jax.random.key(0))
+    ids = jax.random.randint(jax.random.key(1), (2, 40), 0, 256)  # past seq_len: no window limit
+    full = jax.jit(model.apply)(variables, jax.nn.one_hot(ids, 256))
+    step = jax.jit(lambda v, x, c: model.apply(v, x, c, method=Mamba.step))
+    cache, outs = empty_cache(SMALL, 2), []
+    for t in range(ids.shape[1]):
+        logits, cache = step(variables, jax.nn.one_hot(ids[:, t], 256), cache)
+        outs.append(logits)
+    stepped = jnp.stack(outs, axis=1)
+    assert float(jnp.max(jnp.abs(stepped - full)) / jnp.max(jnp.abs(full))) < 1e-5
+
+
+def test_causality_changing_position_t_leaves_earlier_logits_unchanged():
+    model = Mamba(SMALL)
+    variables = models.init_variables(model, jax.random.key(2))
+    ids = jax.random.randint(jax.random.key(3), (1, 24), 0, 256)
+    apply = jax.jit(model.apply)
+    base = apply(variables, jax.nn.one_hot(ids, 256))
+    for t in (0, 11, 23):
+        changed = apply(variables, jax.nn.one_hot(ids.at[:, t].set((ids[:, t] + 7) % 256), 256))
+        np.testing.assert_array_equal(changed[:, :t], base[:, :t])
+        assert not np.allclose(changed[:, t], base[:, t])
+
+
+def test_model_gradients_are_finite():
+    model = Mamba(SMALL)
+    variables = models.init_variables(model, jax.random.key(4))
+    x = jax.nn.one_hot(jax.random.randint(jax.random.key(5), (2, 32), 0, 256), 256)
+    grads = jax.jit(jax.grad(lambda v: jnp.mean(jax.nn.log_softmax(model.apply(v, x)) * x)))(variables)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_initialisation_invariants():
+    model = models.build(mamba_tiny.get_config().model)
+    flat = param_pack.flatten(models.init_variables(model, jax.random.key(0)))
+    A_log = flat["params/layers_0/mixer/A_log"]
+    assert A_log.shape == (256, 16)
+    np.testing.assert_allclose(A_log, np.log(np.broadcast_to(np.arange(1, 17), (256, 16))), rtol=1e-6)
+    np.testing.assert_array_equal(flat["params/layers_0/mixer/D"], 1.0)
+    dt = jax.nn.softplus(flat["params/layers_3/mixer/dt_proj/bias"])
+    assert float(dt.min()) >= 1e-3 * 0.999 and float(dt.max()) <= 1e-1 * 1.001
+    # log-uniform: the mean of log(dt) sits near the middle of [log 1e-3, log 1e-1].
+    assert abs(float(jnp.mean(jnp.log(dt))) - math.log(1e-2)) < 0.3
+    assert flat["params/embedding"].shape == (256, 128) and not any("head" in p for p in flat)
+
+
+def test_mamba_tiny_sizes_and_dt_rank():
+    cfg = mamba_tiny.get_config().model
+    mc = MambaConfig.from_config(cfg)
+    assert (mc.d_inner, mc.dt_rank, mc.seq_len) == (256, 8, 256)
+    shapes = {p: tuple(x.shape) for p, x in param_pack.flatten(models.abstract_variables(Mamba(mc))).items()}
+    assert shapes["params/layers_0/mixer/in_proj/kernel"] == (128, 512)
+    assert shapes["params/layers_0/mixer/x_proj/kernel"] == (256, 8 + 32)
+    assert shapes["params/layers_0/mixer/dt_proj/kernel"] == (8, 256)
+    cfg.dt_rank = "x"
+    with pytest.raises(ConfigError, match="dt_rank"):
+        MambaConfig.from_config(cfg)
+
+
+def test_a_gpt2_pack_does_not_load_into_mamba(tmp_path):
+    import gpt2_tiny
+
+    gpt = models.build(gpt2_tiny.get_config().model)
+    param_pack.save_pack(tmp_path / "p.json", models.init_variables(gpt, jax.random.key(0)), {})
+    with pytest.raises(ParamPackError, match="does not fit the model") as e:
+        param_pack.load_pack(
+            tmp_path / "p.json", models.abstract_variables(models.build(mamba_tiny.get_config().model))
+        )
+    assert "missing params/embedding" in str(e.value) and "unexpected params/wte" in str(e.value)
+
+
+def test_recurrent_sampler_matches_full_forward_sampling():
+    """Sampling by steps gives the same bytes as re-running the full forward over the whole history."""
+    model = Mamba(SMALL)
+    variables = models.init_variables(model, jax.random.key(6))
+    settings = sampling.SampleSettings(
+        generate=30, temperature=0.9, top_k=10, repeat_penalty=0.3, repeat_window=6, seed=5
+    )
+    fast = sampling.RecurrentSampler(model, variables)
+    history = list(b"ROMEO:")
+    got = fast.continue_ids(history, settings)
+
+    # Causal, so the logits at position len-1 of a zero-padded 64-id input are those of the history.
+    forward = jax.jit(lambda ids: model.apply(variables, jax.nn.one_hot(ids, 256)))
+
+    class FullForward(sampling.Sampler):
+        def logits(self, history):
+            ids = np.zeros((1, 64), np.int32)
+            ids[0, : len(history)] = history
+            return forward(ids)[0, len(history) - 1]
+
+    assert got == FullForward().continue_ids(list(b"ROMEO:"), settings)
+    # A cleared history restarts from the empty state.
+    assert fast.continue_ids(list(b"ROMEO:"), settings) == got
+
+
+@pytest.mark.slow
+def test_200_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
+    from bytelm import train
+
+    cfg = mamba_tiny.get_config()
+    cfg.data.file = str(tiny_shakespeare)
+    cfg.model.d_model = 64
+    cfg.model.num_layers = 2
+    cfg.model.seq_len = 64
+    cfg.train.steps = 200
+    cfg.train.eval_every = 100
+    cfg.data.eval_windows = 64
+    cfg.data.final_eval_windows = 128
+    cfg.train.progress = "none"
+    cfg.sample.generate = 0
+    train.train_and_evaluate(cfg, tmp_path, out=lambda s: None)
+    evaluations = [e["val_loss"] for e in json.loads((tmp_path / "train_log.json").read_text())["evaluations"]]
+    assert evaluations[0] > 5.0
+    assert evaluations[-1] < 3.0, f"200 steps should bring a small Mamba below 3.0 nats, got {evaluations}"
