@@ -55,6 +55,8 @@ def sample_config() -> ml_collections.ConfigDict:
     c.repeat_window = 0  # how many recent bytes the penalty looks at (0 = off)
     c.seed = 0
     c.ascii_only = False  # only newline and printable ASCII
+    c.decode = "fast"  # 'fast' (cached, one compiled loop) or 'reference' (one model call per byte); same text
+    c.stream_chunk = 16  # bytes per compiled chunk of the fast sampler (printed after each chunk)
     return c
 
 

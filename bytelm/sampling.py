@@ -209,9 +209,23 @@ class RecurrentSampler(Sampler):
         return self._logits
 
 
-def make_sampler(model: nn.Module, variables) -> Sampler:
-    """The sampler for `model`: recurrent decoding where the model has it, the window re-run otherwise."""
-    return RecurrentSampler(model, variables) if models.is_recurrent(model) else ReferenceSampler(model, variables)
+DECODERS = ("fast", "reference")
+
+
+def make_sampler(model: nn.Module, variables, decode: str = "fast", stream_chunk: int = 16):
+    """A sampler for `model` with `continue_ids(history, settings, start_index=, on_token=)`.
+
+    `decode='fast'`: cached decoding in one compiled loop (`fast_sampling.FastSampler`), streaming
+    `stream_chunk` bytes at a time. `decode='reference'`: the plain Python loop, one model call per
+    byte (recurrent steps for Mamba, the window re-run for GPT-2). Both give the same bytes.
+    """
+    if decode == "fast":
+        from bytelm import fast_sampling  # it builds on this module, so it is imported on use
+
+        return fast_sampling.FastSampler(model, variables, chunk=stream_chunk)
+    if decode == "reference":
+        return RecurrentSampler(model, variables) if models.is_recurrent(model) else ReferenceSampler(model, variables)
+    raise UsageError(f"unknown decode {decode!r}: choose one of {', '.join(DECODERS)}")
 
 
 def sample_text(
@@ -221,13 +235,15 @@ def sample_text(
     settings: SampleSettings,
     *,
     on_text: Callable[[str], None] | None = None,
+    decode: str = "fast",
+    stream_chunk: int = 16,
 ) -> str:
     """Validates the settings, generates a continuation of `prompt` and returns it as text.
 
     `on_text` receives the text as it completes (whole UTF-8 characters), for streaming.
     """
     settings.validate(prompt)
-    sampler = make_sampler(model, variables)
+    sampler = make_sampler(model, variables, decode, stream_chunk)
     decoder = tokenizer.StreamDecoder()
     pieces: list[str] = []
 

@@ -108,6 +108,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"need 0 <= train.min_lr <= train.lr and lr > 0, got lr={tc.lr}, min_lr={tc.min_lr}")
     if tc.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"train.progress must be auto, bar, lines or none, got {tc.progress!r}")
+    if config.sample.decode not in sampling.DECODERS:
+        raise ConfigError(f"sample.decode must be one of {', '.join(sampling.DECODERS)}, got {config.sample.decode!r}")
+    if config.sample.stream_chunk < 1:
+        raise ConfigError(f"sample.stream_chunk must be at least 1, got {config.sample.stream_chunk}")
     for name in ("windows", "eval_windows", "final_eval_windows"):
         if config.data[name] < 0:
             raise ConfigError(f"data.{name} must be >= 0, got {config.data[name]}")
@@ -321,7 +325,15 @@ def train_and_evaluate(
     if sample_settings.generate > 0:
         out(f"sample (prompt {config.sample.prompt!r}, {sample_settings.generate} bytes):")
         stream(config.sample.prompt)
-        text = sampling.sample_text(model, state.params, config.sample.prompt, sample_settings, on_text=stream)
+        text = sampling.sample_text(
+            model,
+            state.params,
+            config.sample.prompt,
+            sample_settings,
+            on_text=stream,
+            decode=config.sample.decode,
+            stream_chunk=config.sample.stream_chunk,
+        )
         stream("\n")
         sample = {"prompt": config.sample.prompt, "generated": text, "settings": dict(config.sample.to_dict())}
     summary["wall_s"] = time.perf_counter() - t_start

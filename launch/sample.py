@@ -9,6 +9,7 @@ Rebuilds the model from DIR/config.json, loads DIR/params.json with the shape ch
 continued; `:show` prints the context, `:clear` resets it, `:q` or an empty line exits.
 """
 
+import dataclasses
 import sys
 
 import jax
@@ -32,6 +33,14 @@ _REPEAT_WINDOW = flags.DEFINE_integer("repeat_window", None, "recent bytes the p
 _SEED = flags.DEFINE_integer("seed", None, "sampling seed")
 _ASCII_ONLY = flags.DEFINE_bool("ascii_only", None, "only newline and printable ASCII")
 _INTERACTIVE = flags.DEFINE_bool("interactive", False, "a prompt loop (:show, :clear, :q)")
+_DECODE = flags.DEFINE_enum(
+    "decode",
+    None,
+    list(sampling.DECODERS),
+    "fast (cached, compiled loop) or reference (one model call per byte); same text",
+)
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "independent continuations; sample i uses seed + i")
+_STREAM_CHUNK = flags.DEFINE_integer("stream_chunk", None, "bytes per compiled chunk of the fast sampler")
 flags.mark_flag_as_required("checkpoint_dir")
 
 
@@ -65,7 +74,7 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
-def interactive(sampler: sampling.Sampler, history: list[int], settings: sampling.SampleSettings) -> None:
+def interactive(sampler, history: list[int], settings: sampling.SampleSettings) -> None:
     index = 0  # token index across turns, so the whole session depends only on the seed and inputs
     print("interactive: type text to continue; :show, :clear, :q (or an empty line) to quit", flush=True)
     while True:
@@ -99,15 +108,32 @@ def main() -> None:
     variables = jax.tree_util.tree_map(jnp.asarray, variables)
     settings = settings_from_flags(config.sample)
     prompt = prompt_bytes(_PROMPT.value if _PROMPT.value is not None else config.sample.prompt)
+    decode = _DECODE.value or config.sample.get("decode", "fast")
+    chunk = _STREAM_CHUNK.value or config.sample.get("stream_chunk", 16)
+    if _NUM_SAMPLES.value < 1 or chunk < 1:
+        raise UsageError(f"--num_samples and --stream_chunk must be at least 1, got {_NUM_SAMPLES.value} and {chunk}")
+    sampler = sampling.make_sampler(model, variables, decode, chunk)
     if _INTERACTIVE.value:
         settings.validate(b"x")  # prompts come line by line
         history = list(tokenizer.encode(prompt)) if _PROMPT.value is not None else []
-        interactive(sampling.make_sampler(model, variables), history, settings)
+        interactive(sampler, history, settings)
         return
     settings.validate(prompt)
-    write(prompt.decode("utf-8"))
-    sampling.sample_text(model, variables, prompt, settings, on_text=write)
-    write("\n")
+    if decode == "fast" and _NUM_SAMPLES.value > 1:  # one batched call for all samples
+        ids = sampler.generate(list(tokenizer.encode(prompt)), settings, num_samples=_NUM_SAMPLES.value)
+        for i, row in enumerate(ids):
+            write(f"--- sample {i + 1} of {_NUM_SAMPLES.value} (seed {settings.seed + i}) ---\n")
+            write(prompt.decode("utf-8") + tokenizer.decode(row) + "\n")
+        return
+    for i in range(_NUM_SAMPLES.value):
+        if _NUM_SAMPLES.value > 1:
+            write(f"--- sample {i + 1} of {_NUM_SAMPLES.value} (seed {settings.seed + i}) ---\n")
+        # Sample i is exactly the single sample with seed + i, whichever decoder runs it.
+        seeded = dataclasses.replace(settings, seed=settings.seed + i)
+        decoder = tokenizer.StreamDecoder()
+        write(prompt.decode("utf-8"))
+        sampler.continue_ids(list(tokenizer.encode(prompt)), seeded, on_token=lambda t, d=decoder: write(d.push([t])))
+        write(decoder.flush() + "\n")
 
 
 if __name__ == "__main__":

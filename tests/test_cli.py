@@ -226,3 +226,19 @@ def test_mamba_trains_and_samples_through_the_same_commands(workspace):
     first, second = run(flags, workspace), run(flags, workspace)
     assert first.stdout == second.stdout and first.stdout.startswith("ROMEO:")
     assert len(first.stdout.encode("utf-8", "surrogateescape")) > 300  # longer than seq_len: no window
+
+
+def test_fast_and_reference_decoding_print_the_same_text(workspace, small_run):
+    flags = [
+        "launch.sample",
+        f"--checkpoint_dir={small_run}",
+        "--generate=90",
+        "--temperature=0.9",
+        "--top_k=12",
+        "--repeat_penalty=1.0",
+        "--repeat_window=8",
+        "--seed=4",
+        "--num_samples=2",
+    ]
+    fast, reference = run([*flags, "--decode=fast"], workspace), run([*flags, "--decode=reference"], workspace)
+    assert fast.stdout == reference.stdout and "--- sample 2 of 2 (seed 5) ---" in fast.stdout

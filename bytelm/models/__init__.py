@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from bytelm.errors import ConfigError
-from bytelm.models import mamba
+from bytelm.models import mamba, transformer
 from bytelm.models.transformer import GPT2, GPT2Config
 from bytelm.tokenizer import VOCAB_SIZE
 
@@ -35,8 +35,11 @@ def is_recurrent(model: nn.Module) -> bool:
 
 
 def empty_cache(model: nn.Module, batch: int):
-    """The decoding state of a recurrent model before its first token."""
-    return mamba.empty_cache(model.config, batch)
+    """The decoding state before the first token: Mamba's per-layer conv window and SSM state, or
+    GPT-2's per-layer key/value cache."""
+    if isinstance(model, mamba.Mamba):
+        return mamba.empty_cache(model.config, batch)
+    return transformer.empty_cache(model.config, batch)
 
 
 def init_variables(model: nn.Module, key: jax.Array) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import chex
 import flax.linen as nn
@@ -70,14 +71,24 @@ def _dense(features: int, std: float, name: str) -> nn.Dense:
     return nn.Dense(features, kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros, name=name)
 
 
-def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array) -> jax.Array:
-    """Softmax attention where query i sees keys 0..i+(S-L) (the last L of S positions are queries).
+class KVCache(NamedTuple):
+    """One layer's keys and values for positions 0..seq_len−1: `[B, seq_len, H, K]` each."""
 
-    With S = L this is plain causal attention; S > L is the cached-decoding case. Returns `[B, L, H, K]`.
+    k: jax.Array
+    v: jax.Array
+
+
+def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, pos=None) -> jax.Array:
+    """Softmax attention where the query at absolute position p sees the keys at positions <= p.
+
+    Without `pos`, queries and keys are the same L positions (plain causal attention). With `pos`
+    (cached decoding), the L queries sit at pos..pos+L−1 and the S >= L keys at 0..S−1; slots after
+    a query's position hold stale or no data and are masked out. Returns `[B, L, H, K]`.
     """
     L, S = q_BxLxHxK.shape[1], k_BxSxHxK.shape[1]
+    q_pos = jnp.arange(L) + (0 if pos is None else pos)
     scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) / math.sqrt(q_BxLxHxK.shape[-1])
-    visible_LxS = jnp.arange(S)[None, :] <= jnp.arange(L)[:, None] + (S - L)
+    visible_LxS = jnp.arange(S)[None, :] <= q_pos[:, None]
     scores_BxHxLxS = jnp.where(visible_LxS, scores_BxHxLxS, jnp.finfo(scores_BxHxLxS.dtype).min)
     weights_BxHxLxS = jax.nn.softmax(scores_BxHxLxS, axis=-1)
     return jnp.einsum("bhls,bshk->blhk", weights_BxHxLxS, v_BxSxHxK)
@@ -87,15 +98,23 @@ class CausalSelfAttention(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    def __call__(self, x_BxLxD: jax.Array, cache: KVCache | None = None, pos=0):
         c = self.config
         B, L, D = x_BxLxD.shape
         # One matmul for q, k and v, as GPT-2's c_attn: fewer, larger ops.
         qkv_BxLx3D = _dense(3 * D, INIT_STD, "qkv")(x_BxLxD)
-        q, k, v = jnp.split(qkv_BxLx3D.reshape(B, L, 3, c.num_heads, c.head_dim), 3, axis=2)
-        y_BxLxHxK = causal_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+        q, k, v = (a[:, :, 0] for a in jnp.split(qkv_BxLx3D.reshape(B, L, 3, c.num_heads, c.head_dim), 3, axis=2))
+        if cache is None:
+            y_BxLxHxK = causal_attention(q, k, v)
+        else:  # write this call's keys and values at their positions, then attend over the cache
+            cache = KVCache(
+                jax.lax.dynamic_update_slice_in_dim(cache.k, k, pos, axis=1),
+                jax.lax.dynamic_update_slice_in_dim(cache.v, v, pos, axis=1),
+            )
+            y_BxLxHxK = causal_attention(q, cache.k, cache.v, pos)
         # Residual projections are scaled by 1/sqrt(2·layers), per GPT-2: each block adds two.
-        return _dense(D, INIT_STD / math.sqrt(2 * c.num_layers), "proj")(y_BxLxHxK.reshape(B, L, D))
+        out = _dense(D, INIT_STD / math.sqrt(2 * c.num_layers), "proj")(y_BxLxHxK.reshape(B, L, D))
+        return out, cache
 
 
 class MLP(nn.Module):
@@ -112,20 +131,29 @@ class Block(nn.Module):
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
-        x_BxLxD = x_BxLxD + CausalSelfAttention(self.config, name="attn")(
-            nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_1")(x_BxLxD)
+    def __call__(self, x_BxLxD: jax.Array, cache: KVCache | None = None, pos=0):
+        a, cache = CausalSelfAttention(self.config, name="attn")(
+            nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_1")(x_BxLxD), cache, pos
         )
-        return x_BxLxD + MLP(self.config, name="mlp")(nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_2")(x_BxLxD))
+        x_BxLxD = x_BxLxD + a
+        x_BxLxD = x_BxLxD + MLP(self.config, name="mlp")(nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_2")(x_BxLxD))
+        return x_BxLxD, cache
 
 
 class GPT2(nn.Module):
-    """`apply({'params': p}, x)` maps one-hot tokens `[B, L, V]` (L <= seq_len) to logits `[B, L, V]`."""
+    """`apply({'params': p}, x)` maps one-hot tokens `[B, L, V]` (L <= seq_len) to logits `[B, L, V]`.
+
+    Cached decoding: `apply(variables, x, cache, pos)` runs L tokens at absolute positions
+    pos..pos+L−1 against the keys and values of the earlier positions (start from `empty_cache`) and
+    returns `(logits, cache)`. The prompt is one such call (prefill); after it each new token costs
+    attention over the cache instead of a forward pass over the whole window. Positions are absolute
+    and learned, so the cache only holds while pos + L <= seq_len: past that every position shifts.
+    """
 
     config: GPT2Config
 
     @nn.compact
-    def __call__(self, x_BxLxV: jax.Array) -> jax.Array:
+    def __call__(self, x_BxLxV: jax.Array, cache: tuple[KVCache, ...] | None = None, pos=0):
         c = self.config
         B, L, V = x_BxLxV.shape
         chex.assert_shape(x_BxLxV, (None, None, c.vocab_size))
@@ -134,10 +162,18 @@ class GPT2(nn.Module):
         wte = self.param("wte", nn.initializers.normal(INIT_STD), (c.vocab_size, c.width))
         wpe = self.param("wpe", nn.initializers.normal(INIT_STD), (c.seq_len, c.width))
         # One-hot × embedding matrix: the input is the typed one-hot the pipeline builds.
-        x_BxLxD = x_BxLxV.astype(wte.dtype) @ wte + wpe[:L]
+        x_BxLxD = x_BxLxV.astype(wte.dtype) @ wte + jax.lax.dynamic_slice_in_dim(wpe, pos, L)
+        new_cache = []
         for i in range(c.num_layers):
-            x_BxLxD = Block(c, name=f"h_{i}")(x_BxLxD)
+            x_BxLxD, layer_cache = Block(c, name=f"h_{i}")(x_BxLxD, None if cache is None else cache[i], pos)
+            new_cache.append(layer_cache)
         x_BxLxD = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_f")(x_BxLxD)
         logits_BxLxV = x_BxLxD @ wte.T  # the head is tied to the token embedding
         chex.assert_shape(logits_BxLxV, (B, L, c.vocab_size))
-        return logits_BxLxV
+        return logits_BxLxV if cache is None else (logits_BxLxV, tuple(new_cache))
+
+
+def empty_cache(config: GPT2Config, batch: int, dtype=jnp.float32) -> tuple[KVCache, ...]:
+    """Zeroed keys and values for every layer: `num_layers × (k, v)` of `[batch, seq_len, H, K]`."""
+    shape = (batch, config.seq_len, config.num_heads, config.head_dim)
+    return tuple(KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers))
