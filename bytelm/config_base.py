@@ -56,7 +56,7 @@ def sample_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.ascii_only = False  # only newline and printable ASCII
     c.decode = "fast"  # 'fast' (cached, one compiled loop) or 'reference' (one model call per byte); same text
-    c.stream_chunk = 16  # bytes per compiled chunk of the fast sampler (printed after each chunk)
+    c.stream_chunk = 64  # bytes per compiled chunk of the fast sampler; streaming costs ~5% at 64, ~20% at 16
     return c
 
 

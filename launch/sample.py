@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from bytelm import models, param_pack, run_dir, sampling, tokenizer
+from bytelm import config_base, models, param_pack, run_dir, sampling, tokenizer
 from bytelm.errors import UsageError
 from launch import cli
 
@@ -108,8 +108,9 @@ def main() -> None:
     variables = jax.tree_util.tree_map(jnp.asarray, variables)
     settings = settings_from_flags(config.sample)
     prompt = prompt_bytes(_PROMPT.value if _PROMPT.value is not None else config.sample.prompt)
-    decode = _DECODE.value or config.sample.get("decode", "fast")
-    chunk = _STREAM_CHUNK.value or config.sample.get("stream_chunk", 16)
+    defaults = config_base.sample_config()  # for runs whose config.json predates a field
+    decode = _DECODE.value or config.sample.get("decode", defaults.decode)
+    chunk = _STREAM_CHUNK.value or config.sample.get("stream_chunk", defaults.stream_chunk)
     if _NUM_SAMPLES.value < 1 or chunk < 1:
         raise UsageError(f"--num_samples and --stream_chunk must be at least 1, got {_NUM_SAMPLES.value} and {chunk}")
     sampler = sampling.make_sampler(model, variables, decode, chunk)
