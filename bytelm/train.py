@@ -180,10 +180,10 @@ def evaluate(eval_step, params, ids: np.ndarray, starts: np.ndarray, seq_len: in
     }
 
 
-def run_probe(model, params, ids: np.ndarray, seq_len: int, positions: int) -> dict:
-    """The probe report on the first validation window."""
+def run_probe(forward, params, ids: np.ndarray, seq_len: int, positions: int) -> dict:
+    """The probe report on the first validation window; `forward` is the jitted `model.apply`."""
     b = batches.make_batch(ids, np.zeros(1, dtype=np.int64), seq_len)
-    logits = jax.jit(model.apply)(params, b.x)
+    logits = forward(params, b.x)
     return probe.report(np.asarray(logits[0]), b.x[0].argmax(-1), b.y[0].argmax(-1), b.mask[0], positions)
 
 
@@ -235,7 +235,8 @@ def train_and_evaluate(
     # The final figure is worth a larger sample than the periodic ones (by default the whole split).
     final_starts = batches.eval_starts(data.val.size, seq_len, config.data.final_eval_windows)
 
-    probes = {"before": run_probe(model, state.params, data.val, seq_len, tc.probe_positions)}
+    forward = jax.jit(model.apply)  # one compilation for both probes
+    probes = {"before": run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)}
     out(probe.format_report(probes["before"], "probe before training"))
     evaluations = [{"step": 0, **evaluate(eval_step, state.params, data.val, val_starts, seq_len, tc.eval_batch_size)}]
     out(f"step      0  val_loss {evaluations[0]['val_loss']:.4f} ± {evaluations[0]['val_loss_stderr']:.4f}")
@@ -296,7 +297,7 @@ def train_and_evaluate(
     progress.close()
     train_wall = time.perf_counter() - t_train0
 
-    probes["after"] = run_probe(model, state.params, data.val, seq_len, tc.probe_positions)
+    probes["after"] = run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)
     out(probe.format_report(probes["after"], "probe after training"))
     param_pack.save_pack(workdir / run_dir.PARAMS_FILE, state.params, config.model.to_dict())
 

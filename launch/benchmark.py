@@ -91,6 +91,9 @@ def markdown(doc: dict) -> str:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for r in doc["scan"]:
+            if "skipped" in r:
+                lines.append(f"| {r['length']} | {r['form']} | skipped: {r['skipped']} | | | |")
+                continue
             t = r["tokens_per_s"]
             lines.append(
                 f"| {r['length']} | {r['form']} | {t['median']:,.0f} [{t['min']:,.0f}–{t['max']:,.0f}] | "
