@@ -147,8 +147,9 @@ class FastSampler:
         length = min(_bucket(P), L) if P <= L else L  # the prefill's (static) window length
         buf = np.zeros((num_samples, max(_bucket(P), L) + G), np.int32)
         buf[:, :P] = np.asarray(prompt_ids, np.int32)
-        logits, cache = self._prefill(self.variables, jnp.asarray(buf), np.int32(P), length=length)
-        state = (jnp.asarray(buf), logits, cache)
+        buf = jnp.asarray(buf)  # one host-to-device copy, shared by the prefill and the loop state
+        logits, cache = self._prefill(self.variables, buf, np.int32(P), length=length)
+        state = (buf, logits, cache)
         seeds = np.arange(num_samples, dtype=np.int32) + settings.seed
         bounds = [0, *range(1, G, self.chunk), G]
         out = []
