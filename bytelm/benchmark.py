@@ -5,8 +5,8 @@ Sections (each returns JSON-ready records):
   gpt2_tiny as configured (220 bytes), gpt2_tiny with seq_len 1024 (1000 bytes from a 6-byte
   prompt) and mamba_tiny (220 and 5000 bytes); for Mamba also the time per byte around byte 100
   and around byte 5000, which must stay flat.
-- `scan`: mamba_tiny training tokens/s for the sequential, parallel and chunked scans at several
-  lengths, with the process's peak memory after each.
+- `scan`: mamba_tiny training tokens/s for each scan form (sequential, fused, parallel, chunked)
+  at several lengths, with XLA's memory plan for each compiled step.
 Weights are freshly initialised: speed does not depend on what the weights learned.
 This machine is shared and noisy: quote ratios measured in the same run, not absolute times.
 """
@@ -14,7 +14,6 @@ This machine is shared and noisy: quote ratios measured in the same run, not abs
 from __future__ import annotations
 
 import dataclasses
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -30,11 +29,6 @@ from bytelm import batches, models, sampling, train
 def summarize(values: list[float]) -> dict:
     """Median and spread (min, max) of repeated measurements."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _timed_generation(sampler, prompt: list[int], settings: sampling.SampleSettings) -> tuple[float, list[float]]:
@@ -114,10 +108,12 @@ def bench_sample(configs: dict[str, ml_collections.ConfigDict], repeats: int, lo
     return results
 
 
-def scan_memory_estimate_gb(batch: int, length: int, d_inner: int, d_state: int, layers: int) -> float:
-    """Rough training peak of an unchunked associative scan, from the `[b, l, d, n]` float32 tensors it
-    keeps per layer; calibrated on this machine (measured 3.1 GB at l=256 and 10.5 GB at l=1024)."""
-    return 13 * layers * batch * length * d_inner * d_state * 4 / 2**30  # ~13 live tensors per layer
+def compiled_memory_mb(compiled) -> float:
+    """XLA's own plan for one call of a compiled step: arguments + outputs + temporaries − aliased
+    (donated) buffers, in MB. Per program and deterministic, unlike the process's peak RSS."""
+    m = compiled.memory_analysis()
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return total / 2**20
 
 
 def bench_scan(
@@ -129,23 +125,15 @@ def bench_scan(
     log: Callable[[str], None],
     memory_budget_gb: float = 14.0,
 ) -> list[dict]:
-    """Training-step tokens/s of mamba_tiny per scan form ('sequential', 'parallel', 'parallel:CHUNK').
+    """Training-step tokens/s and XLA's memory plan of mamba_tiny per scan form
+    ('sequential', 'fused', 'parallel', 'parallel:CHUNK').
 
-    The unchunked parallel form materialises `[b, l, d, n]` per layer; where its estimated peak is
-    over `memory_budget_gb` it is recorded as skipped, with the estimate, instead of risking the
-    machine's memory: that it does not fit is the measurement."""
+    A form whose planned memory is over `memory_budget_gb` is compiled but not run (the unchunked
+    associative scan at long lengths): its plan is the measurement, and the machine keeps its memory."""
     results = []
     for L in lengths:
         for form in forms:
             mode, _, chunk = form.partition(":")
-            mc = mamba_config.model
-            est = scan_memory_estimate_gb(
-                mamba_config.train.batch_size, L, mc.expand * mc.d_model, mc.d_state, mc.num_layers
-            )
-            if mode == "parallel" and not chunk and est > memory_budget_gb:
-                results.append({"length": L, "form": form, "skipped": f"estimated peak {est:.0f} GB, over the budget"})
-                log(f"scan    L={L:<5} {form:<14} skipped: needs ~{est:.0f} GB > {memory_budget_gb:.0f} GB")
-                continue
             cfg = ml_collections.ConfigDict(mamba_config.to_dict())
             cfg.model.seq_len, cfg.model.scan_mode, cfg.model.scan_chunk = L, mode, int(chunk or 0)
             model, opt = models.build(cfg.model), train.make_optimizer(cfg.train)
@@ -154,28 +142,27 @@ def bench_scan(
             step, _ = train.make_steps(model, opt, cfg.train.batch_size, L)
             b = batches.make_batch(corpus_ids, np.arange(cfg.train.batch_size) * (L + 1), L)
             t = time.perf_counter()
-            state, m = step(state, b)
-            jax.block_until_ready(m)
+            compiled = step.lower(state, b).compile()
             compile_s = time.perf_counter() - t
+            r = {"length": L, "form": form, "compile_s": compile_s, "memory_mb": compiled_memory_mb(compiled)}
+            if r["memory_mb"] > memory_budget_gb * 1024:
+                r["skipped"] = f"XLA plans {r['memory_mb'] / 1024:.1f} GB (run budget {memory_budget_gb:g} GB)"
+                results.append(r)
+                log(f"scan    L={L:<5} {form:<14} not run: {r['skipped']}")
+                continue
             times = []
-            for _ in range(repeats):
+            for _ in range(repeats + 1):  # the first call is a warm-up (allocations, caches)
                 t = time.perf_counter()
-                state, m = step(state, b)
+                state, m = compiled(state, b)
                 jax.block_until_ready(m)
                 times.append(time.perf_counter() - t)
+            times = times[1:]
             tokens = cfg.train.batch_size * L
-            r = {
-                "length": L,
-                "form": form,
-                "tokens_per_s": summarize([tokens / t for t in times]),
-                "step_s": summarize(times),
-                "compile_s": compile_s,
-                "peak_rss_mb": peak_rss_mb(),
-            }
+            r |= {"tokens_per_s": summarize([tokens / t for t in times]), "step_s": summarize(times)}
             results.append(r)
             log(
                 f"scan    L={L:<5} {form:<14} {r['tokens_per_s']['median']:>7,.0f} tok/s  "
                 f"(step {1e3 * r['step_s']['median']:.0f} ms, spread {1e3 * min(times):.0f}-{1e3 * max(times):.0f})"
-                f"  peak RSS {r['peak_rss_mb']:,.0f} MB"
+                f"  XLA memory {r['memory_mb']:,.0f} MB"
             )
     return results

@@ -41,6 +41,10 @@ def train_config() -> ml_collections.ConfigDict:
     c.log_every = 50  # steps between progress lines when stdout is not a terminal
     c.progress = "auto"  # 'bar' (tqdm), 'lines', 'none', or 'auto' (bar on a terminal, else lines)
     c.probe_positions = 4  # positions whose top-5 guesses the probe report shows
+    c.checkpoint_every = 250  # steps between train-state checkpoints in DIR/checkpoints (0 = only at the end)
+    c.keep_checkpoints = 3  # how many of the latest checkpoints to keep
+    c.resume = True  # continue from DIR/checkpoints when it holds a checkpoint of the same config
+    c.max_grad_norm_skip = 0.0  # > 0: skip (not stop at) steps with a non-finite or larger gradient norm
     return c
 
 

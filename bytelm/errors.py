@@ -25,3 +25,12 @@ class ConfigError(UsageError):
 
 class RunDirError(BytelmError):
     """A run directory is missing, unreadable, or would be overwritten."""
+
+
+class Stopped(BytelmError):
+    """A run stopped on request (SIGINT, SIGTERM) after saving its state: not a failure of bytelm's,
+    so the entry points print the message without "error:", with the exit code of the signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -3,6 +3,7 @@
 DIR/config.json     the resolved config (every field, after overrides)
 DIR/params.json     the parameter pack (bytelm.param_pack)
 DIR/train_log.json  the training log (bytelm.train_log)
+DIR/checkpoints/    train-state checkpoints (bytelm.checkpoints)
 """
 
 from __future__ import annotations
@@ -18,7 +19,24 @@ from bytelm.errors import RunDirError
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.json"
 LOG_FILE = "train_log.json"
-RUN_FILES = (CONFIG_FILE, PARAMS_FILE, LOG_FILE)
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = (CONFIG_FILE, PARAMS_FILE, LOG_FILE, CHECKPOINT_DIR)
+# Fields a resumed run may change: how long to train and how to report it, not what is trained.
+RESUMABLE_FIELDS = (
+    "train.steps",
+    "train.log_every",
+    "train.progress",
+    "train.eval_every",
+    "train.eval_batch_size",
+    "train.probe_positions",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.resume",
+    "data.eval_windows",
+    "data.final_eval_windows",
+    "runtime.*",
+    "sample.*",
+)
 
 
 def prepare(workdir: str | Path, overwrite: bool) -> Path:
@@ -37,6 +55,32 @@ def prepare(workdir: str | Path, overwrite: bool) -> Path:
     except OSError as e:
         raise RunDirError(f"cannot create workdir {path}: {e.strerror or e}") from None
     return path
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resumable(field: str) -> bool:
+    return any(field == f or (f.endswith(".*") and field.startswith(f[:-1])) for f in RESUMABLE_FIELDS)
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """`field: saved → current` for every field outside `RESUMABLE_FIELDS` that differs (or is in only
+    one of the two), sorted by field."""
+    a, b = _flat(saved), _flat(current)
+    show = lambda flat, k: repr(flat[k]) if k in flat else "(absent)"
+    return [
+        f"{k}: {show(a, k)} → {show(b, k)}"
+        for k in sorted(set(a) | set(b))
+        if not _resumable(k) and (k not in a or k not in b or a[k] != b[k])
+    ]
 
 
 def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:

@@ -7,9 +7,13 @@ explicit keys (the init) and from (data seed, step) for the windows, so a run is
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +25,37 @@ import ml_collections
 import numpy as np
 import optax
 
-from bytelm import batches, corpus, models, param_pack, probe, run_dir, sampling, train_log
-from bytelm.atomic_io import atomic_write_json
-from bytelm.errors import BytelmError, ConfigError
+from bytelm import batches, checkpoints, corpus, models, param_pack, probe, run_dir, sampling, train_log
+from bytelm.atomic_io import atomic_write_json, json_safe
+from bytelm.errors import BytelmError, ConfigError, RunDirError, Stopped
 
 
 class TrainingDiverged(BytelmError):
     """The loss or gradient norm became non-finite."""
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current step (`received`);
+    a second signal stops at once. The previous handlers come back on exit. Only the main thread
+    can own signals, so elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _StopSignals:
+        self.received: signal.Signals | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait
+        self.received = signal.Signals(signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
 class TrainState(NamedTuple):
@@ -75,8 +103,13 @@ def masked_nll(logits_BxLxV: jax.Array, y_BxLxV: jax.Array, mask_BxL: jax.Array)
     return -jnp.sum(y_BxLxV * logp, axis=-1) * mask_BxL
 
 
-def make_steps(model, optimizer, batch_size: int, seq_len: int):
-    """The jitted train step (donating its state) and eval step for `model`."""
+def make_steps(model, optimizer, batch_size: int, seq_len: int, max_grad_norm_skip: float = 0.0):
+    """The jitted train step (donating its state) and eval step for `model`.
+
+    With `max_grad_norm_skip > 0`, a step whose loss or gradient norm is non-finite or whose gradient
+    norm is above it leaves the parameters and optimizer state as they were (`metrics['skipped']`);
+    the step counter still advances, so the next step sees the next batch.
+    """
 
     def loss_fn(params, batch: batches.Batch) -> jax.Array:
         nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
@@ -88,6 +121,12 @@ def make_steps(model, optimizer, batch_size: int, seq_len: int):
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if max_grad_norm_skip > 0:
+            gn = metrics["grad_norm"]
+            ok = jnp.isfinite(loss) & jnp.isfinite(gn) & (gn <= max_grad_norm_skip)
+            keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+            metrics["skipped"] = ~ok
         return TrainState(state.step + 1, params, opt_state), metrics
 
     def eval_step(params, batch: batches.Batch) -> tuple[jax.Array, jax.Array]:
@@ -115,20 +154,27 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for name in ("windows", "eval_windows", "final_eval_windows"):
         if config.data[name] < 0:
             raise ConfigError(f"data.{name} must be >= 0, got {config.data[name]}")
+    if tc.checkpoint_every < 0 or tc.keep_checkpoints < 1:
+        raise ConfigError(
+            f"need train.checkpoint_every >= 0 (0 = only at the end) and train.keep_checkpoints >= 1, got "
+            f"{tc.checkpoint_every} and {tc.keep_checkpoints}"
+        )
+    if not tc.max_grad_norm_skip >= 0:
+        raise ConfigError(f"train.max_grad_norm_skip must be >= 0 (0 = off), got {tc.max_grad_norm_skip}")
 
 
 class _Progress:
     """Progress as a tqdm bar (on a terminal) or as plain lines every `log_every` steps."""
 
-    def __init__(self, mode: str, total: int, log_every: int, out: Callable[[str], None]):
+    def __init__(self, mode: str, total: int, log_every: int, out: Callable[[str], None], initial: int = 0):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
-        self.mode, self.total, self.log_every, self.out = mode, total, log_every, out
+        self.mode, self.total, self.log_every, self.out, self.initial = mode, total, log_every, out, initial
         self.bar = None
         if mode == "bar":
             from tqdm import tqdm  # a well-kept bar with ETA; only needed on a terminal
 
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
         self.t0 = time.perf_counter()
 
     def update(self, rec: dict) -> None:
@@ -138,7 +184,7 @@ class _Progress:
         elif self.mode == "lines" and (rec["step"] % self.log_every == 0 or rec["step"] == self.total):
             done = rec["step"]
             elapsed = time.perf_counter() - self.t0
-            eta = elapsed / done * (self.total - done) if done else 0.0
+            eta = elapsed / (done - self.initial) * (self.total - done) if done > self.initial else 0.0
             self.out(
                 f"step {done:>6}/{self.total}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
                 f"{rec['tokens_per_s']:>8,.0f} tok/s  ETA {eta:5.0f}s"
@@ -195,6 +241,29 @@ def initial_params(config, model, key: jax.Array) -> dict:
     return models.init_variables(model, key)
 
 
+def _open_workdir(config, workdir: Path, overwrite: bool) -> int | None:
+    """Prepares `workdir` and returns the checkpoint step to resume from (None = a fresh run).
+
+    `--overwrite` always starts over; otherwise, with `train.resume`, the latest checkpoint wins,
+    provided the config matches the saved one in everything but `run_dir.RESUMABLE_FIELDS`.
+    """
+    if not overwrite and config.train.resume and workdir.is_dir():
+        step = checkpoints.latest_step(workdir)
+        if step is not None:
+            current = json.loads(json.dumps(json_safe(config.to_dict())))  # as it would read back from disk
+            diffs = run_dir.config_differences(run_dir.read_config(workdir).to_dict(), current)
+            if diffs:
+                raise ConfigError(
+                    f"cannot resume {workdir}: its config differs in {'; '.join(diffs)} (use the saved values, "
+                    "or start over with --config.train.resume=False --overwrite, or choose another --workdir)"
+                )
+            return step
+    workdir = run_dir.prepare(workdir, overwrite)
+    if overwrite and (workdir / checkpoints.CHECKPOINT_DIR).exists():
+        shutil.rmtree(workdir / checkpoints.CHECKPOINT_DIR)  # a new run must not resume the old one's steps
+    return None
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -203,9 +272,10 @@ def train_and_evaluate(
     out: Callable[[str], None] = print,
     stream: Callable[[str], None] = lambda s: print(s, end="", flush=True),
 ) -> dict:
-    """Trains `config` into `workdir`; returns the summary.
+    """Trains `config` into `workdir`, resuming from its latest checkpoint; returns the summary.
 
     Progress goes through `out` (whole lines); the final sample streams through `stream`.
+    SIGINT/SIGTERM stop after the current step with a checkpoint saved (`Stopped`).
     """
     t_start = time.perf_counter()
     check_config(config)
@@ -214,14 +284,21 @@ def train_and_evaluate(
     sample_settings = sampling.SampleSettings.from_config(config.sample)
     sample_settings.validate(config.sample.prompt)  # fail before training, not after
     data = corpus.load(config.data, seq_len)
-    workdir = run_dir.prepare(workdir, overwrite)
+    workdir = Path(workdir)
+    resume_step = _open_workdir(config, workdir, overwrite)
+    if resume_step is not None and resume_step >= tc.steps:
+        raise RunDirError(
+            f"the run in {workdir} is already complete (checkpoint at step {resume_step} of {tc.steps}): raise "
+            "--config.train.steps to train on, or start over with --overwrite"
+        )
     run_dir.write_config(workdir, config)
 
     params = initial_params(config, model, jax.random.key(tc.seed))
     n_params = models.count_params(params)
     optimizer = make_optimizer(tc)
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len)
+    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len, tc.max_grad_norm_skip)
+    mngr = checkpoints.manager(workdir, tc.keep_checkpoints)
 
     out(
         f"{config.name}: {model.__class__.__name__}, {n_params:,} parameters; corpus {data.path} "
@@ -234,68 +311,104 @@ def train_and_evaluate(
     val_starts = batches.eval_starts(data.val.size, seq_len, config.data.eval_windows)
     # The final figure is worth a larger sample than the periodic ones (by default the whole split).
     final_starts = batches.eval_starts(data.val.size, seq_len, config.data.final_eval_windows)
-
     forward = jax.jit(model.apply)  # one compilation for both probes
-    probes = {"before": run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)}
-    out(probe.format_report(probes["before"], "probe before training"))
-    evaluations = [{"step": 0, **evaluate(eval_step, state.params, data.val, val_starts, seq_len, tc.eval_batch_size)}]
-    out(f"step      0  val_loss {evaluations[0]['val_loss']:.4f} ± {evaluations[0]['val_loss_stderr']:.4f}")
 
-    records: list[dict] = []
+    if resume_step is None:
+        start = 0
+        probes = {"before": run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)}
+        out(probe.format_report(probes["before"], "probe before training"))
+        ev0 = evaluate(eval_step, state.params, data.val, val_starts, seq_len, tc.eval_batch_size)
+        evaluations = [{"step": 0, **ev0}]
+        out(f"step      0  val_loss {ev0['val_loss']:.4f} ± {ev0['val_loss_stderr']:.4f}")
+        records: list[dict] = []
+        timing = {"train_seconds": 0.0, "compile_s": float("nan"), "wall_offset": 0.0, "skipped": 0}
+    else:
+        restored, meta = checkpoints.restore(mngr, resume_step, state)
+        # The restored tree has the template's leaves; rebuild it with the template's exact types.
+        state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(restored))
+        start = int(state.step)
+        records, evaluations, probes, timing = meta["records"], meta["evaluations"], meta["probes"], meta["timing"]
+        out(f"resuming from the checkpoint at step {start} in {workdir / checkpoints.CHECKPOINT_DIR}")
+
     tokens_per_step = tc.batch_size * seq_len
-    progress = _Progress(tc.progress, tc.steps, tc.log_every, out)
+    progress = _Progress(tc.progress, tc.steps, tc.log_every, out, initial=start)
     schedule = lr_schedule(tc)
     t_train0 = time.perf_counter()
-    train_seconds, compile_s = 0.0, float("nan")
     t_last = time.perf_counter()
 
     def record(step: int, metrics: dict) -> None:
-        nonlocal t_last, train_seconds, compile_s
+        nonlocal t_last
         m = jax.device_get(metrics)  # blocks on this step only; the next one is already queued
         now = time.perf_counter()
         dt, t_last = now - t_last, now
-        if step == 1:
-            compile_s = dt  # the first step includes tracing and compilation
+        if step == start + 1:
+            timing["compile_s"] = dt  # the first step of a process includes tracing and compilation
         else:
-            train_seconds += dt
+            timing["train_seconds"] += dt
         loss, gnorm = float(m["loss"]), float(m["grad_norm"])
-        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+        skipped = bool(m.get("skipped", False))
+        if not skipped and not (math.isfinite(loss) and math.isfinite(gnorm)):
             progress.close()
+            last = mngr.latest_step()
             raise TrainingDiverged(
-                f"training diverged at step {step}: loss {loss}, grad norm {gnorm}; nothing was "
-                "written over params.json (try a lower --config.train.lr)"
+                f"training diverged at step {step}: loss {loss}, grad norm {gnorm}; params.json and the last "
+                f"good checkpoint ({'step ' + str(last) if last is not None else 'none yet'}) are untouched "
+                "(try a lower --config.train.lr, or --config.train.max_grad_norm_skip to skip such steps)"
             )
+        timing["skipped"] += skipped
         rec = {
             "step": step,
             "loss": loss,
             "lr": float(schedule(step - 1)),
             "grad_norm": gnorm,
             "tokens_per_s": tokens_per_step / dt,
-            "wall_s": now - t_train0,
+            "wall_s": timing["wall_offset"] + now - t_train0,
         }
+        if skipped:
+            rec["skipped"] = True
         records.append(rec)
         progress.update(rec)
 
+    def save_checkpoint(step: int) -> None:
+        timing["wall_offset"] = records[-1]["wall_s"] if records else timing["wall_offset"]
+        meta = {"records": records, "evaluations": evaluations, "probes": probes, "timing": timing}
+        checkpoints.save(mngr, step, state, meta)
+
     pending = None
-    for step in range(1, tc.steps + 1):
-        starts = batches.train_starts(data.train.size, seq_len, tc.batch_size, step - 1, config.data.seed, bank)
-        state, metrics = train_step(state, batches.make_batch(data.train, starts, seq_len))
-        if pending is not None:
-            record(*pending)
-        pending = (step, metrics)
-        if step % tc.eval_every == 0 or step == tc.steps:
-            record(*pending)
-            pending = None
-            starts = final_starts if step == tc.steps else val_starts
-            ev = {"step": step, **evaluate(eval_step, state.params, data.val, starts, seq_len, tc.eval_batch_size)}
-            evaluations.append(ev)
-            progress.write(
-                f"step {step:>6}  val_loss {ev['val_loss']:.4f} ± {ev['val_loss_stderr']:.4f}  "
-                f"({ev['val_bpb']:.3f} bits/byte)"
-            )
-            t_last = time.perf_counter()  # evaluation time is not training time
+    with _StopSignals() as signals:
+        for step in range(start + 1, tc.steps + 1):
+            starts = batches.train_starts(data.train.size, seq_len, tc.batch_size, step - 1, config.data.seed, bank)
+            state, metrics = train_step(state, batches.make_batch(data.train, starts, seq_len))
+            if pending is not None:
+                record(*pending)
+            pending = (step, metrics)
+            evaluate_now = step % tc.eval_every == 0 or step == tc.steps
+            checkpoint_now = (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == tc.steps
+            if evaluate_now or checkpoint_now or signals.received:
+                record(*pending)  # checks this step's loss: a checkpoint never holds a diverged state
+                pending = None
+            if evaluate_now:
+                starts = final_starts if step == tc.steps else val_starts
+                ev = {"step": step, **evaluate(eval_step, state.params, data.val, starts, seq_len, tc.eval_batch_size)}
+                evaluations.append(ev)
+                progress.write(
+                    f"step {step:>6}  val_loss {ev['val_loss']:.4f} ± {ev['val_loss_stderr']:.4f}  "
+                    f"({ev['val_bpb']:.3f} bits/byte)"
+                )
+            if checkpoint_now or signals.received:
+                save_checkpoint(step)
+            if signals.received and step < tc.steps:
+                progress.close()
+                raise Stopped(
+                    f"stopped by {signals.received.name} after step {step}; checkpoint saved in "
+                    f"{workdir / checkpoints.CHECKPOINT_DIR}: run the same command again to resume",
+                    128 + signals.received.value,
+                )
+            if evaluate_now or checkpoint_now:
+                t_last = time.perf_counter()  # evaluation and saving time is not training time
     progress.close()
-    train_wall = time.perf_counter() - t_train0
+    mngr.close()
+    train_wall = time.perf_counter() - t_train0 + (timing["wall_offset"] if start else 0.0)
 
     probes["after"] = run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)
     out(probe.format_report(probes["after"], "probe after training"))
@@ -303,10 +416,11 @@ def train_and_evaluate(
 
     last = records[-min(len(records), 50) :]
     timed_steps = max(len(records) - 1, 0)
+    train_seconds, compile_s = timing["train_seconds"], timing["compile_s"]
     summary = {
         "params": n_params,
         "steps": tc.steps,
-        "final_train_loss": statistics.fmean(r["loss"] for r in last),
+        "final_train_loss": statistics.fmean([r["loss"] for r in last if not r.get("skipped")] or [math.nan]),
         "final_train_loss_steps": len(last),
         "final_val_loss": evaluations[-1]["val_loss"],
         "final_val_loss_stderr": evaluations[-1]["val_loss_stderr"],
@@ -315,11 +429,14 @@ def train_and_evaluate(
         "first_step_s": compile_s,
         "train_wall_s": train_wall,
         "wall_s": time.perf_counter() - t_start,
+        "skipped_steps": timing["skipped"],
+        "resumed_from_step": start if resume_step is not None else None,
     }
     out(
         f"summary: {n_params:,} params, {tc.steps} steps, train loss {summary['final_train_loss']:.4f} "
         f"(mean of last {len(last)}), val loss {summary['final_val_loss']:.4f} ({summary['val_bpb']:.3f} bits/byte), "
         f"{summary['tokens_per_s']:,.0f} tok/s, first step {compile_s:.1f}s, wall {summary['wall_s']:.1f}s"
+        + (f", {timing['skipped']} steps skipped" if timing["skipped"] else "")
     )
 
     sample = None

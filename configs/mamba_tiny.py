@@ -4,9 +4,10 @@
     python -m launch.train --config=configs/mamba_tiny.py
 
 d_model 128, 4 layers, d_state 16, d_conv 4, expand 2, trained on windows of 256 bytes with the same
-data, train and sample fields as gpt2_tiny except its learning rate. Training uses the associative
-scan in chunks of 16 (the fastest parallel form measured here; on this 2-core CPU the plain
-sequential scan, `--config.model.scan_mode=sequential`, is still faster: see README.md).
+data, train and sample fields as gpt2_tiny except its learning rate. Training uses the 'fused'
+scan: the sequential recurrence with a hand-written backward, measured 1.6x the plain sequential
+scan on this 2-core CPU, where every associative-scan form loses to both (BENCHMARKS.md). On a
+GPU try `--config.model.scan_mode=parallel --config.model.scan_chunk=64`.
 """
 
 import ml_collections
@@ -27,8 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.expand = 2  # d_inner = 256
     config.model.dt_rank = "auto"  # 'auto' = ceil(d_model / 16) = 8, or a number as a string
     config.model.seq_len = 256  # training window; sampling has no window
-    config.model.scan_mode = "parallel"  # 'parallel' (associative scan) or 'sequential' (lax.scan reference)
-    config.model.scan_chunk = 16  # positions per associative-scan chunk (16 measured fastest); 0 = one scan
+    # 'fused' (fastest on CPU), 'parallel' (jax.lax.associative_scan) or 'sequential' (the reference)
+    config.model.scan_mode = "fused"
+    config.model.scan_chunk = 16  # parallel mode only: positions per associative-scan chunk; 0 = one scan
 
     config.data = config_base.data_config()
     config.train = config_base.train_config()

@@ -1,11 +1,13 @@
 """Benchmarks: `python -m launch.benchmark --only=sample,scan --out=bench.json`.
 
-Writes the JSON and regenerates BENCHMARKS.md (machine, versions, date, tables). Peak memory in
-the scan section is the process's peak so far (it only grows), so forms are run from the cheapest
-to the most memory-hungry; run one form alone (--scan_forms=) for its own peak.
+Writes the JSON and regenerates BENCHMARKS.md (machine, versions, date, tables). A run of some
+sections (--only=scan) keeps the other sections of an existing --out file, so the table stays whole.
+Memory in the scan section is XLA's plan for the compiled train step (arguments, outputs and
+temporaries), per form and deterministic.
 """
 
 import datetime
+import json
 import os
 import platform
 import sys
@@ -26,7 +28,12 @@ _OUT = flags.DEFINE_string("out", "bench.json", "where the JSON goes")
 _MARKDOWN = flags.DEFINE_string("markdown", "BENCHMARKS.md", "the table to regenerate ('' = none)")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions after warm-up (medians are reported)")
 _SCAN_LENGTHS = flags.DEFINE_list("scan_lengths", ["64", "256", "1024", "2048"], "sequence lengths")
-_SCAN_FORMS = flags.DEFINE_list("scan_forms", ["sequential", "parallel:16", "parallel:64", "parallel"], "scan forms")
+_SCAN_FORMS = flags.DEFINE_list(
+    "scan_forms", ["sequential", "fused", "parallel:16", "parallel:64", "parallel"], "scan forms (mode[:chunk])"
+)
+_SCAN_BUDGET = flags.DEFINE_float(
+    "scan_memory_budget_gb", 14.0, "scan forms that XLA plans above this are compiled, not run (0 = compile only)"
+)
 _CONFIG_DIR = flags.DEFINE_string("config_dir", "configs", "where gpt2_tiny.py and mamba_tiny.py live")
 
 
@@ -87,17 +94,20 @@ def markdown(doc: dict) -> str:
         lines += [
             "## Mamba training scan (mamba_tiny, batch 12)",
             "",
-            "| length | form | tokens/s | step ms | compile s | peak RSS MB |",
+            "| length | form | tokens/s | step ms | compile s | XLA memory MB |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for r in doc["scan"]:
             if "skipped" in r:
-                lines.append(f"| {r['length']} | {r['form']} | skipped: {r['skipped']} | | | |")
+                lines.append(
+                    f"| {r['length']} | {r['form']} | not run: {r['skipped']} | | {r['compile_s']:.1f} "
+                    f"| {r['memory_mb']:,.0f} |"
+                )
                 continue
             t = r["tokens_per_s"]
             lines.append(
                 f"| {r['length']} | {r['form']} | {t['median']:,.0f} [{t['min']:,.0f}–{t['max']:,.0f}] | "
-                f"{1e3 * r['step_s']['median']:.0f} | {r['compile_s']:.1f} | {r['peak_rss_mb']:,.0f} |"
+                f"{1e3 * r['step_s']['median']:.0f} | {r['compile_s']:.1f} | {r['memory_mb']:,.0f} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -111,6 +121,14 @@ def main() -> None:
         raise UsageError(f"--repeats must be at least 1, got {_REPEATS.value}")
     configs = {name: load_config(name) for name in ("gpt2_tiny", "mamba_tiny")}
     doc = {"machine": machine(), "repeats": _REPEATS.value}
+    previous_scan = []
+    if os.path.exists(_OUT.value):
+        try:
+            previous = json.loads(Path(_OUT.value).read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read {_OUT.value} to keep its other sections ({e}): pass a new --out") from None
+        previous_scan = [r for r in previous.get("scan", []) if "memory_mb" in r]  # older files: peak RSS
+        doc = {**{k: previous[k] for k in SECTIONS if k in previous}, **doc}
     log = lambda s: print(s, flush=True)
     if "sample" in _ONLY.value:
         doc["sample"] = benchmark.bench_sample(configs, _REPEATS.value, log)
@@ -123,7 +141,12 @@ def main() -> None:
             _SCAN_FORMS.value,
             _REPEATS.value,
             log,
+            memory_budget_gb=_SCAN_BUDGET.value,
         )
+        # Keep the earlier measurements of the (length, form) pairs this run did not cover.
+        done = {(r["length"], r["form"]) for r in doc["scan"]}
+        kept = [r for r in previous_scan if (r["length"], r["form"]) not in done]
+        doc["scan"] = sorted(kept + doc["scan"], key=lambda r: r["length"])
     atomic_write_json(_OUT.value, doc)
     if _MARKDOWN.value:
         atomic_write_text(Path(_MARKDOWN.value), markdown(doc))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from absl import app, flags
 
-from bytelm.errors import BytelmError
+from bytelm.errors import BytelmError, Stopped
 
 USAGE_EXIT = 2
 INTERRUPT_EXIT = 130
@@ -86,7 +86,16 @@ def run(main: Callable[[], None]) -> None:
     def wrapped(argv: list[str]) -> None:
         try:
             main()
+        except Stopped as e:
+            print(str(e), file=sys.stderr, flush=True)  # a requested stop, not an error
+            sys.exit(e.exit_code)
         except BytelmError as e:
+            if getattr(e, "exit_now", False):
+                # Background writer threads are still failing (a full disk during a checkpoint):
+                # exit without the interpreter's shutdown, which would print their tracebacks.
+                print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(e.exit_code)
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr, flush=True)

@@ -39,38 +39,51 @@ def loop_reference(x, dt, A, B, C, D):
     return y
 
 
+FAST_FORMS = [("parallel", 0), ("parallel", 4), ("parallel", 16), ("parallel", 7), ("fused", 0)]
+
+
 @pytest.mark.parametrize("b, l, d, n", [(1, 1, 3, 2), (2, 17, 8, 4), (3, 64, 16, 16), (2, 100, 5, 3)])
-@pytest.mark.parametrize("chunk", [0, 4, 16, 7])
-def test_parallel_and_chunked_scans_match_the_sequential_scan(b, l, d, n, chunk):
+@pytest.mark.parametrize("mode, chunk", FAST_FORMS)
+def test_fast_scans_match_the_sequential_scan(b, l, d, n, mode, chunk):
     inputs = random_scan_inputs(jax.random.key(l * 31 + d), b, l, d, n)
     seq = jax.jit(functools.partial(selective_scan, mode="sequential"))(*inputs)
-    par = jax.jit(functools.partial(selective_scan, mode="parallel", chunk=chunk))(*inputs)
-    rel = float(jnp.max(jnp.abs(par - seq)) / jnp.max(jnp.abs(seq)))
+    fast = jax.jit(functools.partial(selective_scan, mode=mode, chunk=chunk))(*inputs)
+    rel = float(jnp.max(jnp.abs(fast - seq)) / jnp.max(jnp.abs(seq)))
     assert rel < 1e-5, rel
     np.testing.assert_allclose(seq, loop_reference(*inputs), rtol=1e-4, atol=1e-4)
 
 
-def test_scan_final_state_is_the_same_for_every_form():
+@pytest.mark.parametrize("mode, chunk", FAST_FORMS)
+def test_scan_final_state_is_the_same_for_every_form(mode, chunk):
     inputs = random_scan_inputs(jax.random.key(0), 2, 30, 6, 4)
     _, h_seq = selective_scan(*inputs, mode="sequential", return_state=True)
-    _, h_chunk = selective_scan(*inputs, mode="parallel", chunk=8, return_state=True)
-    np.testing.assert_allclose(h_chunk, h_seq, rtol=1e-5, atol=1e-6)
+    _, h_fast = selective_scan(*inputs, mode=mode, chunk=chunk, return_state=True)
+    assert h_fast.shape == (2, 6, 4)
+    np.testing.assert_allclose(h_fast, h_seq, rtol=1e-5, atol=1e-6)
 
 
-def test_scan_gradients_agree_and_are_finite():
-    inputs = random_scan_inputs(jax.random.key(1), 2, 24, 6, 4)
+@pytest.mark.parametrize("mode, chunk", [("parallel", 5), ("fused", 0)])
+@pytest.mark.parametrize("b, l, d, n", [(2, 24, 6, 4), (3, 41, 16, 8)])
+def test_scan_gradients_match_autodiff_of_the_sequential_scan(mode, chunk, b, l, d, n):
+    """Every input's gradient, through both outputs (y and the final state), against autodiff of the
+    plain `lax.scan`: this is what checks the fused form's hand-written backward."""
+    inputs = random_scan_inputs(jax.random.key(l + d), b, l, d, n)
+    w_y = jax.random.normal(jax.random.key(7), (b, l, d))
+    w_h = jax.random.normal(jax.random.key(8), (b, d, n))
 
     def grads(**kw):
-        return jax.jit(
-            jax.grad(
-                lambda x, dt, B, C: jnp.sum(selective_scan(x, dt, inputs[2], B, C, inputs[5], **kw) ** 2),
-                argnums=(0, 1, 2, 3),
-            )
-        )(inputs[0], inputs[1], inputs[3], inputs[4])
+        def loss(x, dt, A, B, C, D):
+            y, h = selective_scan(x, dt, A, B, C, D, return_state=True, **kw)
+            return jnp.sum(jnp.sin(y) * w_y) + jnp.sum(h * w_h)
 
-    for g_seq, g_par in zip(grads(mode="sequential"), grads(mode="parallel", chunk=5), strict=True):
-        assert bool(jnp.all(jnp.isfinite(g_par)))
-        np.testing.assert_allclose(g_par, g_seq, rtol=1e-4, atol=1e-4)
+        return jax.jit(jax.grad(loss, argnums=tuple(range(6))))(*inputs)
+
+    for name, g_seq, g_fast in zip(
+        "x dt A B C D".split(), grads(mode="sequential"), grads(mode=mode, chunk=chunk), strict=True
+    ):
+        assert bool(jnp.all(jnp.isfinite(g_fast))), name
+        rel = float(jnp.max(jnp.abs(g_fast - g_seq)) / jnp.max(jnp.abs(g_seq)))
+        assert rel < 1e-5, (name, rel)
 
 
 def test_recurrent_step_reproduces_the_parallel_forward_at_every_position():

@@ -38,7 +38,7 @@ from bytelm.tokenizer import VOCAB_SIZE
 
 RMS_NORM_EPS = 1e-5
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4  # the official dt initialisation range
-SCAN_MODES = ("parallel", "sequential")
+SCAN_MODES = ("parallel", "sequential", "fused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +92,17 @@ class MambaConfig:
 
 
 # ----------------------------------------------------------------------------- the selective scan
+#
+# Every form works internally in the layout `[..., n, d]` (d = d_inner last and contiguous): on
+# XLA:CPU that vectorises over 256 channels instead of 16 states and measured 1.3-1.5x faster than
+# `[..., d, n]` for both the loop and the associative scan (see BENCHMARKS.md). The public state
+# returned by `selective_scan` keeps the documented `[b, d, n]` layout.
 
 
-def _discretise(x, dt, A, B):
-    """exp(Δ·A) and (Δ·B)·x, both `[b, l, d, n]`."""
-    dA = jnp.exp(dt[..., None] * A)
-    dBx = (dt * x)[..., None] * B[:, :, None, :]
+def _discretise(x, dt, At, B):
+    """exp(Δ·A) and (Δ·B)·x, both `[b, l, n, d]` (At is A transposed, `[n, d]`)."""
+    dA = jnp.exp(dt[:, :, None, :] * At)
+    dBx = (dt * x)[:, :, None, :] * B[..., None]
     return dA, dBx
 
 
@@ -108,28 +113,32 @@ def _combine(left, right):
     return a_r * a_l, a_r * b_l + b_r
 
 
-def _scan_sequential(x, dt, A, B, C, h0):
-    """The obviously-correct reference: one step per position with `jax.lax.scan`."""
+def _step(h, x_t, dt_t, At, B_t):
+    """One position of the recurrence in the `[b, n, d]` layout."""
+    return jnp.exp(dt_t[:, None, :] * At) * h + (dt_t * x_t)[:, None, :] * B_t[:, :, None]
+
+
+def _scan_sequential(x, dt, At, B, C, h0):
+    """The obviously-correct reference: one step per position with `jax.lax.scan`, autodiff'd."""
 
     def step(h, inputs):
         x_t, dt_t, B_t, C_t = inputs  # [b, d], [b, d], [b, n], [b, n]
-        h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
-        return h, jnp.einsum("bdn,bn->bd", h, C_t)
+        h = _step(h, x_t, dt_t, At, B_t)
+        return h, jnp.sum(h * C_t[:, :, None], axis=1)
 
-    time_major = [jnp.swapaxes(a, 0, 1) for a in (x, dt, B, C)]
-    h, y = jax.lax.scan(step, h0, time_major)
+    h, y = jax.lax.scan(step, h0, [jnp.swapaxes(a, 0, 1) for a in (x, dt, B, C)])
     return jnp.swapaxes(y, 0, 1), h
 
 
-def _scan_parallel(x, dt, A, B, C, h0):
-    """`jax.lax.associative_scan` over (exp(Δ·A), (Δ·B)·x) pairs; materialises `[b, l, d, n]`."""
-    dA, dBx = _discretise(x, dt, A, B)
+def _scan_parallel(x, dt, At, B, C, h0):
+    """`jax.lax.associative_scan` over (exp(Δ·A), (Δ·B)·x) pairs; materialises `[b, l, n, d]`."""
+    dA, dBx = _discretise(x, dt, At, B)
     dBx = dBx.at[:, 0].add(dA[:, 0] * h0)  # fold the incoming state into the first input
     _, h = jax.lax.associative_scan(_combine, (dA, dBx), axis=1)
-    return jnp.einsum("bldn,bln->bld", h, C), h[:, -1]
+    return jnp.sum(h * C[..., None], axis=2), h[:, -1]
 
 
-def _scan_chunked(x, dt, A, B, C, h0, chunk: int):
+def _scan_chunked(x, dt, At, B, C, h0, chunk: int):
     """Associative scans inside chunks of `chunk` positions, the state carried between them.
 
     The chunk body is rematerialised in the backward pass, so memory grows with `chunk`, not
@@ -143,12 +152,74 @@ def _scan_chunked(x, dt, A, B, C, h0, chunk: int):
 
     @jax.checkpoint
     def body(h, inputs):
-        y_c, h = _scan_parallel(*inputs[:2], A, *inputs[2:], h)
+        y_c, h = _scan_parallel(*inputs[:2], At, *inputs[2:], h)
         return h, y_c
 
     chunks = [jnp.swapaxes(a.reshape(b, nc, chunk, -1), 0, 1) for a in (x, dt, B, C)]
     h, y = jax.lax.scan(body, h0, chunks)
     return jnp.swapaxes(y, 0, 1).reshape(b, nc * chunk, d)[:, :l], h
+
+
+# The fused form: the forward is the sequential loop, which keeps each step's `[b, n, d]` tensors
+# in cache; the backward is a second, hand-written reverse loop (the adjoint recurrence
+# g_t = exp(Δ_{t+1}·A)·g_{t+1} + C_t·ȳ_t) instead of autodiff's transpose of `lax.scan`, which
+# measured 3.4x slower than this loop. Residuals: the inputs and h_{t−1} for every t, `[l, b, n, d]`.
+
+
+def _fused_forward(x, dt, At, B, C, h0):
+    """Time-major inputs → y `[l, b, d]`, h_{t−1} for every t `[l, b, n, d]` and the final h."""
+
+    def step(h, inputs):
+        x_t, dt_t, B_t, C_t = inputs
+        h_next = _step(h, x_t, dt_t, At, B_t)
+        return h_next, (jnp.sum(h_next * C_t[:, :, None], axis=1), h)
+
+    h, (y, h_prev) = jax.lax.scan(step, h0, (x, dt, B, C))
+    return y, h_prev, h
+
+
+@jax.custom_vjp
+def _scan_fused(x, dt, At, B, C, h0):
+    """Same contract as `_scan_sequential`, with the hand-written backward below."""
+    tm = [jnp.swapaxes(a, 0, 1) for a in (x, dt, B, C)]
+    y, _, h = _fused_forward(tm[0], tm[1], At, tm[2], tm[3], h0)
+    return jnp.swapaxes(y, 0, 1), h
+
+
+def _scan_fused_fwd(x, dt, At, B, C, h0):
+    tm = [jnp.swapaxes(a, 0, 1) for a in (x, dt, B, C)]
+    y, h_prev, h = _fused_forward(tm[0], tm[1], At, tm[2], tm[3], h0)
+    return (jnp.swapaxes(y, 0, 1), h), (tm, At, h_prev, h)
+
+
+def _scan_fused_bwd(residuals, cotangents):
+    (x, dt, B, C), At, h_prev, h_last = residuals
+    gy, gh_last = cotangents
+
+    def step(carry, inputs):
+        g, h_t, gAt = carry  # g = the gradient reaching h_t from later positions
+        x_t, dt_t, B_t, C_t, gy_t, hp_t = inputs
+        gh = g + C_t[:, :, None] * gy_t[:, None, :]  # ∂L/∂h_t, [b, n, d]
+        a = jnp.exp(dt_t[:, None, :] * At)
+        g_dtA = gh * hp_t * a  # ∂L/∂(Δ_t·A)
+        ghB = jnp.sum(gh * B_t[:, :, None], axis=1)  # [b, d]
+        grads = (
+            dt_t * ghB,  # x
+            jnp.sum(g_dtA * At, axis=1) + x_t * ghB,  # Δ
+            jnp.sum(gh * (dt_t * x_t)[:, None, :], axis=2),  # B
+            jnp.sum(h_t * gy_t[:, None, :], axis=2),  # C
+        )
+        return (a * gh, hp_t, gAt + jnp.sum(g_dtA * dt_t[:, None, :], axis=0)), grads
+
+    init = (gh_last, h_last, jnp.zeros_like(At))
+    (gh0, _, gAt), (gx, gdt, gB, gC) = jax.lax.scan(
+        step, init, (x, dt, B, C, jnp.swapaxes(gy, 0, 1), h_prev), reverse=True
+    )
+    gx, gdt, gB, gC = (jnp.swapaxes(a, 0, 1) for a in (gx, gdt, gB, gC))
+    return gx, gdt, gAt, gB, gC, gh0
+
+
+_scan_fused.defvjp(_scan_fused_fwd, _scan_fused_bwd)
 
 
 def selective_scan(x, dt, A, B, C, D, *, mode: str = "parallel", chunk: int = 0, return_state: bool = False):
@@ -157,7 +228,8 @@ def selective_scan(x, dt, A, B, C, D, *, mode: str = "parallel", chunk: int = 0,
     x, dt: `[b, l, d]` (dt already positive); A: `[d, n]`; B, C: `[b, l, n]`; D: `[d]`.
     Returns y `[b, l, d]` (and the final state `[b, d, n]` if `return_state`).
     `mode='parallel'` uses `jax.lax.associative_scan` (with `chunk > 0`: inside chunks, the state
-    carried between them); `mode='sequential'` is a plain `jax.lax.scan`, the reference.
+    carried between them); `mode='sequential'` is a plain `jax.lax.scan`, the reference;
+    `mode='fused'` is the same loop with a hand-written backward (the fastest on XLA:CPU).
     """
     b, l, d = x.shape
     n = A.shape[-1]
@@ -165,17 +237,20 @@ def selective_scan(x, dt, A, B, C, D, *, mode: str = "parallel", chunk: int = 0,
     chex.assert_shape(A, (d, n))
     chex.assert_shape([B, C], (b, l, n))
     chex.assert_shape(D, (d,))
-    h0 = jnp.zeros((b, d, n), jnp.result_type(x, dt, A))
+    h0 = jnp.zeros((b, n, d), jnp.result_type(x, dt, A))
+    At = A.T
     if mode == "sequential":
-        y, h = _scan_sequential(x, dt, A, B, C, h0)
+        y, h = _scan_sequential(x, dt, At, B, C, h0)
+    elif mode == "fused":
+        y, h = _scan_fused(x, dt, At, B, C, h0)
     elif mode == "parallel" and chunk and chunk < l:
-        y, h = _scan_chunked(x, dt, A, B, C, h0, chunk)
+        y, h = _scan_chunked(x, dt, At, B, C, h0, chunk)
     elif mode == "parallel":
-        y, h = _scan_parallel(x, dt, A, B, C, h0)
+        y, h = _scan_parallel(x, dt, At, B, C, h0)
     else:
-        raise ValueError(f"unknown scan mode {mode!r}: choose 'parallel' or 'sequential'")
+        raise ValueError(f"unknown scan mode {mode!r}: choose one of {', '.join(SCAN_MODES)}")
     y = y + D * x
-    return (y, h) if return_state else y
+    return (y, jnp.swapaxes(h, 1, 2)) if return_state else y
 
 
 # ----------------------------------------------------------------------------- the model

@@ -1,0 +1,130 @@
+"""Train-state checkpoints in `DIR/checkpoints/`, with orbax-checkpoint's `CheckpointManager`.
+
+    DIR/checkpoints/<step>/state   the train state (step, params, optimizer state), exact bits
+    DIR/checkpoints/<step>/meta    JSON: the log so far (records, evaluations, probes) and timings
+
+The data position needs no saving of its own: the windows of step s depend only on (data seed, s),
+and the parameter init is the only random draw, so (state, step) is everything a resume needs.
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash or a
+failed write leaves the earlier checkpoints as they were; saves are synchronous so that a
+checkpoint is on disk when `save` returns (a stop signal may come next).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from bytelm.errors import BytelmError
+from bytelm.run_dir import CHECKPOINT_DIR
+
+TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix for a checkpoint still being written
+
+
+class CheckpointError(BytelmError):
+    """A checkpoint could not be written or read back."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A save failed part-way; orbax's writer threads may still be failing, so entry points exit at once."""
+
+    exit_now = True
+
+
+def _quiet_orbax() -> None:
+    # Orbax logs every save and restore at INFO through absl: noise in a training log.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
+    """A manager over `workdir/checkpoints` that keeps the last `keep` checkpoints."""
+    _quiet_orbax()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+    folder = (Path(workdir) / CHECKPOINT_DIR).absolute()
+    # A save cut short (SIGKILL, full disk) leaves a temporary folder: never a checkpoint, so remove it.
+    # (Orbax's own cleanup_tmp_directories does this in a background thread that can outlive us.)
+    for tmp in folder.glob(f"*{TMP_MARK}*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return ocp.CheckpointManager(folder, options=options)
+    except OSError as e:
+        raise CheckpointError(f"cannot use {Path(workdir) / CHECKPOINT_DIR}: {e.strerror or e}") from None
+
+
+def latest_step(workdir: Path) -> int | None:
+    """The step of the newest complete checkpoint in `workdir`, or None if there is none.
+
+    Orbax renames a checkpoint's folder to its step number only once it is complete, so the
+    all-digit folder names are exactly the complete checkpoints."""
+    folder = Path(workdir) / CHECKPOINT_DIR
+    steps = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    return max(steps, default=None)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+    """Writes the train state and the JSON-ready `meta` as checkpoint `step`, then prunes old ones."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    # When a write fails, each of orbax's writer threads logs its own traceback; the one line
+    # raised below says it all.
+    absl_logger.setLevel(logging.CRITICAL)
+    # tensorstore's C++ callbacks print Python tracebacks straight to fd 2 when a write fails (the
+    # event loop they report to is already closed): keep fd 2 aside during the save.
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        mngr.save(step, args=args, force=True)
+        mngr.wait_until_finished()
+    except (OSError, ValueError, RuntimeError) as e:
+        # The other writer threads die on their own errors as the process exits; their tracebacks
+        # (through asyncio's logger and threading's excepthook) would bury the one line below.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        threading.excepthook = lambda args: None
+        for tmp in Path(mngr.directory).glob(f"{step}{TMP_MARK}*"):
+            shutil.rmtree(tmp, ignore_errors=True)  # best effort: the next `manager` call finishes the job
+        os.dup2(saved_fd, 2)
+        raise CheckpointWriteError(
+            f"could not write checkpoint {step} in {mngr.directory}: {_os_reason(e)} "
+            "(check free space and permissions; earlier checkpoints are unchanged)"
+        ) from None
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(devnull)
+    absl_logger.setLevel(level)
+
+
+def _os_reason(e: Exception) -> str:
+    """The OS's reason ("No space left on device") when there is one, also inside tensorstore's
+    messages (which carry it as os_error_code='N'); otherwise the start of the message."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    code = re.search(r"os_error_code='?(\d+)", str(e))
+    return os.strerror(int(code.group(1))) if code else " ".join(str(e).split())[:200]
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, like_state: Any) -> tuple[Any, dict]:
+    """Checkpoint `step` as (state shaped like `like_state`, meta)."""
+    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like_state)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    try:
+        restored = mngr.restore(step, args=args)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(
+            f"cannot restore checkpoint {step} from {mngr.directory}: {' '.join(str(e).split())[:200]} "
+            "(start over with --config.train.resume=False --overwrite)"
+        ) from None
+    return restored.state, restored.meta
