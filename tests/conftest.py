@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ SHARED_MIRROR = REPO.parent / "shared" / "data"
 CONFIGS = REPO / "configs"
 
 sys.path.insert(0, str(CONFIGS))  # config files are plain modules: `import gpt2_tiny`
+
+# One persistent compilation cache per test session, shared with the subprocesses the tests start
+# (they inherit the environment): the same tiny programs are compiled by many runs, and compiling is
+# most of what a tiny run costs on this CPU. Set before any test imports JAX, which reads it then.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bytelm-test-jax-cache-")
 
 
 def mirror_env() -> dict[str, str]:
