@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -65,3 +66,71 @@ def tiny_config(corpus_file: Path | str, **overrides):
         section, field = key.split("__")
         config[section][field] = value
     return config
+
+
+# --- Entry points as a user runs them: real subprocesses in a temporary folder. ---------------------
+
+# Flags that shrink gpt2_tiny's CLI runs to seconds while keeping its data and sample settings.
+TINY_FLAGS = [
+    "--config.model.num_layers=1",
+    "--config.model.head_dim=8",
+    "--config.model.ffn_hidden=32",
+    "--config.data.eval_windows=4",
+    "--config.data.final_eval_windows=4",
+    "--config.train.eval_batch_size=4",
+]
+
+
+def run_module(args, cwd, input=None, check=True, timeout=300, **popen):
+    """`python -m args...` in `cwd` with the mirror environment; raises with its output if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=popen.pop("env", None) or mirror_env(),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args[0]} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, code: int, *parts: str) -> None:
+    """Exit status `code`, exactly one `error:` line on stderr holding every part, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for part in parts:
+        assert part in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A fresh folder with Tiny Shakespeare fetched through the mirror, as a user would."""
+    cwd = tmp_path_factory.mktemp("ws")
+    proc = run_module(["launch.download_data", "--tiny_shakespeare"], cwd)
+    assert "fetched and verified" in proc.stdout
+    again = run_module(["launch.download_data", "--tiny_shakespeare"], cwd)
+    assert "nothing to do" in again.stdout
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def small_run(workspace) -> str:
+    """A 2-step run of a one-layer gpt2_tiny in the workspace: something to sample from."""
+    run_module(
+        [
+            "launch.train",
+            f"--config={CONFIGS}/gpt2_tiny.py",
+            "--workdir=runs/small",
+            "--config.train.steps=2",
+            "--config.sample.generate=0",
+            *TINY_FLAGS,
+        ],
+        workspace,
+    )
+    return "runs/small"

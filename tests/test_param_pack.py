@@ -1,10 +1,15 @@
 import base64
+import copy
 import json
+import tempfile
+import tracemalloc
 
 import jax
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gpt2_tiny
 from bytelm import models, param_pack
@@ -159,3 +164,103 @@ def test_save_is_atomic_and_keeps_the_old_pack_on_failure(tmp_path):
         save_pack(p, {"w": np.ones(3, np.complex64)}, {})
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["p.json"]  # no temporary file left behind
+
+
+# --- Fuzzing: whatever the bytes, the loader raises ParamPackError or returns a tree. -------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+_HUGE = st.lists(st.integers(min_value=0, max_value=10**30) | st.integers(max_value=-1), min_size=1, max_size=9)
+
+
+def _fuzz_doc() -> dict:
+    tree = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, ml_dtypes.bfloat16)}}
+    with tempfile.TemporaryDirectory() as d:
+        save_pack(f"{d}/p.json", tree, {"name": "gpt2", "d_model": 8})
+        return json.loads(open(f"{d}/p.json", "rb").read())
+
+
+_DOC = _fuzz_doc()
+_RAW = json.dumps(_DOC).encode()
+_LEAF_FIELDS = ("path", "dtype", "shape", "encoding", "data", "sha256", "stats")
+
+
+def _wrong_type(draw_value, where: str, field: str) -> bytes:
+    doc = copy.deepcopy(_DOC)
+    (doc if where == "top" else doc["leaves"][int(where)])[field] = draw_value
+    return json.dumps(doc).encode()
+
+
+@st.composite
+def _broken_packs(draw) -> bytes:
+    kind = draw(st.sampled_from(["truncate", "flip", "top_type", "leaf_type", "duplicate", "huge", "noise"]))
+    if kind == "truncate":
+        return _RAW[: draw(st.integers(0, len(_RAW) - 1))]
+    if kind == "flip":
+        raw = bytearray(_RAW)
+        for _ in range(draw(st.integers(1, 4))):
+            raw[draw(st.integers(0, len(raw) - 1))] ^= draw(st.integers(1, 255))
+        return bytes(raw)
+    if kind == "top_type":
+        return _wrong_type(draw(_JSON), "top", draw(st.sampled_from(["format", "version", "model", "leaves"])))
+    if kind == "leaf_type":
+        return _wrong_type(draw(_JSON), draw(st.sampled_from(["0", "1"])), draw(st.sampled_from(_LEAF_FIELDS)))
+    if kind == "duplicate":
+        doc = copy.deepcopy(_DOC)
+        doc["leaves"].append(dict(doc["leaves"][draw(st.integers(0, 1))]))
+        return json.dumps(doc).encode()
+    if kind == "huge":
+        return _wrong_type(draw(_HUGE), draw(st.sampled_from(["0", "1"])), "shape")
+    return draw(st.binary(max_size=64) | st.sampled_from([b"[" * 100_000, b'{"a":' * 50_000, b"\xff\xfe{}"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=_broken_packs())
+def test_fuzzed_packs_raise_only_param_pack_error(tmp_path, raw):
+    p = tmp_path / "fuzz.json"
+    p.write_bytes(raw)
+    for read in (load_pack, param_pack.read_model_config):
+        try:
+            read(p)
+        except ParamPackError as e:
+            assert "\n" not in str(e)  # one line, fit for the CLI
+    if raw == _RAW:  # an untouched pack still loads (the fuzzer sometimes flips a byte back)
+        assert load_pack(p)["params"]["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_a_leaf_declaring_10_to_the_12_elements_is_refused_without_allocating(tmp_path):
+    doc = copy.deepcopy(_DOC)
+    doc["leaves"][0]["shape"] = [10**6, 10**6]
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParamPackError, match="over the limit"):
+            load_pack(tmp_path / "p.json")
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20  # under a megabyte, nowhere near 4 TB
+    finally:
+        tracemalloc.stop()
+
+
+def test_save_and_load_hold_at_most_one_copy_of_the_weights(tmp_path):
+    """Peak Python/NumPy heap (tracemalloc) while saving and loading a 64 MB tree: saving streams
+    from the arrays, loading decodes from a memory map straight into the result."""
+    rng = np.random.default_rng(0)
+    tree = {"big": rng.standard_normal((4096, 3072), np.float32), "mid": rng.standard_normal(2**20, np.float32)}
+    tree["small"] = {f"s{i}": np.full(100, i, np.float32) for i in range(50)}
+    weights = sum(a.nbytes for a in param_pack.flatten(tree).values())
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        save_pack(tmp_path / "p.json", tree, {})
+        save_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        back = load_pack(tmp_path / "p.json")
+        load_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert back["big"].tobytes() == tree["big"].tobytes()
+    assert save_peak < 0.25 * weights, (save_peak, weights)
+    assert load_peak < 1.1 * weights, (load_peak, weights)  # the result itself plus a few MB
