@@ -40,6 +40,7 @@ def train_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 32  # windows per evaluation forward pass (32 measured ~20% faster than 128 here)
     c.log_every = 50  # steps between progress lines when stdout is not a terminal
     c.progress = "auto"  # 'bar' (tqdm), 'lines', 'none', or 'auto' (bar on a terminal, else lines)
+    c.plot_every_eval = False  # also redraw DIR/loss.png at every evaluation (it is always drawn at the end)
     c.probe_positions = 4  # positions whose top-5 guesses the probe report shows
     c.checkpoint_every = 250  # steps between train-state checkpoints in DIR/checkpoints (0 = only at the end)
     c.keep_checkpoints = 3  # how many of the latest checkpoints to keep

@@ -19,8 +19,9 @@ from bytelm.errors import RunDirError
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.json"
 LOG_FILE = "train_log.json"
+PLOT_FILE = "loss.png"
 CHECKPOINT_DIR = "checkpoints"
-RUN_FILES = (CONFIG_FILE, PARAMS_FILE, LOG_FILE, CHECKPOINT_DIR)
+RUN_FILES = (CONFIG_FILE, PARAMS_FILE, LOG_FILE, PLOT_FILE, CHECKPOINT_DIR)
 # Fields a resumed run may change: how long to train and how to report it, not what is trained.
 RESUMABLE_FIELDS = (
     "train.steps",
@@ -29,6 +30,7 @@ RESUMABLE_FIELDS = (
     "train.eval_every",
     "train.eval_batch_size",
     "train.probe_positions",
+    "train.plot_every_eval",
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.resume",

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from bytelm import batches, checkpoints, corpus, models, param_pack, probe, run_dir, sampling, train_log
+from bytelm import batches, checkpoints, corpus, models, param_pack, plots, probe, run_dir, sampling, train_log
 from bytelm.atomic_io import atomic_write_json, json_safe
 from bytelm.errors import BytelmError, ConfigError, RunDirError, Stopped
 
@@ -395,6 +395,9 @@ def train_and_evaluate(
                     f"step {step:>6}  val_loss {ev['val_loss']:.4f} ± {ev['val_loss_stderr']:.4f}  "
                     f"({ev['val_bpb']:.3f} bits/byte)"
                 )
+                if tc.plot_every_eval:
+                    partial = train_log.build(config.name, records, evaluations, probes, {}, None, {})
+                    plots.write(workdir / run_dir.PLOT_FILE, [(workdir.resolve().name, partial)])
             if checkpoint_now or signals.received:
                 save_checkpoint(step)
             if signals.received and step < tc.steps:
@@ -459,5 +462,7 @@ def train_and_evaluate(
         config.name, records, evaluations, probes, summary, sample, {"config": config.name, "params": n_params}
     )
     atomic_write_json(workdir / run_dir.LOG_FILE, log)
-    out(f"wrote {workdir / run_dir.CONFIG_FILE}, {workdir / run_dir.PARAMS_FILE}, {workdir / run_dir.LOG_FILE}")
+    plots.write(workdir / run_dir.PLOT_FILE, [(workdir.resolve().name, log)])
+    written = (run_dir.CONFIG_FILE, run_dir.PARAMS_FILE, run_dir.LOG_FILE, run_dir.PLOT_FILE)
+    out("wrote " + ", ".join(str(workdir / f) for f in written))
     return summary

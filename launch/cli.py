@@ -34,7 +34,7 @@ def _config_file_arg(argv: list[str]) -> str | None:
     return None
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def _parse_flags(argv: list[str], positional: bool = False) -> list[str]:
     config_file = _config_file_arg(argv)
     if config_file is not None and not os.path.isfile(config_file):
         fail(
@@ -53,7 +53,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(_unknown_field_message(argv), USAGE_EXIT)
     except (OSError, ValueError, TypeError, SyntaxError) as e:
         fail(f"cannot load config file {config_file}: {str(e).splitlines()[-1] if str(e) else e!r}", USAGE_EXIT)
-    if len(rest) > 1:
+    if len(rest) > 1 and not positional:
         fail(f"unexpected arguments: {' '.join(rest[1:])} (flags are --name=value)", USAGE_EXIT)
     return rest
 
@@ -80,12 +80,15 @@ def _unknown_field_message(argv: list[str]) -> str:
     return "unknown config field (check the --config.* overrides against the config file)"
 
 
-def run(main: Callable[[], None]) -> None:
-    """Runs `main()` under absl, converting bytelm errors and Ctrl-C into a line and an exit code."""
+def run(main: Callable[..., None], positional: bool = False) -> None:
+    """Runs `main()` under absl, converting bytelm errors and Ctrl-C into a line and an exit code.
+
+    With `positional`, arguments that are not flags are allowed and `main(argv)` receives them.
+    """
 
     def wrapped(argv: list[str]) -> None:
         try:
-            main()
+            main(argv) if positional else main()
         except Stopped as e:
             print(str(e), file=sys.stderr, flush=True)  # a requested stop, not an error
             sys.exit(e.exit_code)
@@ -107,4 +110,4 @@ def run(main: Callable[[], None]) -> None:
 
     # JAX logs at INFO that it found no TPU: start-up chatter, not something a user must act on.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    app.run(wrapped, flags_parser=_parse_flags)
+    app.run(wrapped, flags_parser=lambda argv: _parse_flags(argv, positional))

@@ -103,9 +103,7 @@ def interactive(sampler, history: list[int], settings: sampling.SampleSettings) 
 
 def main() -> None:
     config = run_dir.read_config(_DIR.value)
-    model = models.build(config.model)
-    variables = param_pack.load_pack(f"{_DIR.value}/{run_dir.PARAMS_FILE}", models.abstract_variables(model))
-    variables = jax.tree_util.tree_map(jnp.asarray, variables)
+    # Every setting is checked before the model is built and the weights are loaded: a typo fails at once.
     settings = settings_from_flags(config.sample)
     prompt = prompt_bytes(_PROMPT.value if _PROMPT.value is not None else config.sample.prompt)
     defaults = config_base.sample_config()  # for runs whose config.json predates a field
@@ -113,13 +111,15 @@ def main() -> None:
     chunk = _STREAM_CHUNK.value or config.sample.get("stream_chunk", defaults.stream_chunk)
     if _NUM_SAMPLES.value < 1 or chunk < 1:
         raise UsageError(f"--num_samples and --stream_chunk must be at least 1, got {_NUM_SAMPLES.value} and {chunk}")
+    settings.validate(b"x" if _INTERACTIVE.value else prompt)  # interactive prompts come line by line
+    model = models.build(config.model)
+    variables = param_pack.load_pack(f"{_DIR.value}/{run_dir.PARAMS_FILE}", models.abstract_variables(model))
+    variables = jax.tree_util.tree_map(jnp.asarray, variables)
     sampler = sampling.make_sampler(model, variables, decode, chunk)
     if _INTERACTIVE.value:
-        settings.validate(b"x")  # prompts come line by line
         history = list(tokenizer.encode(prompt)) if _PROMPT.value is not None else []
         interactive(sampler, history, settings)
         return
-    settings.validate(prompt)
     if decode == "fast" and _NUM_SAMPLES.value > 1:  # one batched call for all samples
         ids = sampler.generate(list(tokenizer.encode(prompt)), settings, num_samples=_NUM_SAMPLES.value)
         for i, row in enumerate(ids):

@@ -1,4 +1,4 @@
-"""Every bad input in WORKSPACE.md §9, as a user meets it: a real subprocess, one `error:` line that
+"""Every bad input in WORKSPACE.md §10, as a user meets it: a real subprocess, one `error:` line that
 names the problem, exit status 2 for usage errors and 1 for runtime failures, no traceback, and
 nothing the user had before is changed."""
 

@@ -1,0 +1,150 @@
+"""Seeing a run: the loss plot, the report page (rendered in real headless Chromium), the terminal
+summary and the inferred shapes."""
+
+import html
+import json
+import shutil
+import subprocess
+import sys
+
+import mamba_tiny
+import pytest
+
+import gpt2_tiny
+from bytelm import browser, models, plots, report, shapes, train, train_log
+from conftest import CONFIGS, REPO, mirror_env, tiny_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def inspect(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.inspect", *args],
+        cwd=REPO,
+        env=mirror_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def plotted_run(tiny_shakespeare, tmp_path_factory):
+    """A real 6-step run with a sample, evaluating every 2 steps and plotting at each evaluation;
+    `drawn` holds the number of evaluations in the log at each drawing of the plot."""
+    drawn = []
+    real_write = plots.write
+
+    def counting_write(out, runs):
+        drawn.append(len(runs[0][1]["evaluations"]))
+        return real_write(out, runs)
+
+    workdir = tmp_path_factory.mktemp("seen")
+    cfg = tiny_config(
+        tiny_shakespeare, sample__generate=24, train__steps=6, train__eval_every=2, train__plot_every_eval=True
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "write", counting_write)
+        summary = train.train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
+    return cfg, workdir, summary, drawn
+
+
+def test_training_draws_the_plot_at_every_evaluation_and_at_the_end(plotted_run):
+    _, workdir, _, drawn = plotted_run
+    # Evaluations at steps 0, 2, 4 and 6: redrawn after each of the three in training, then once at the end.
+    assert drawn == [2, 3, 4, 4]
+    assert (workdir / "loss.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_plot_cli_draws_several_runs(plotted_run, tmp_path):
+    _, workdir, _, _ = plotted_run
+    other = tmp_path / "other"
+    other.mkdir()
+    log = json.loads((workdir / "train_log.json").read_text())
+    log["series"][0]["values"] = [v + 0.5 for v in log["series"][0]["values"]]
+    (other / "train_log.json").write_text(json.dumps(log))
+    out = tmp_path / "both.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.plot", str(workdir / "train_log.json"), str(other / "train_log.json"),
+         f"--out={out}"],
+        cwd=REPO, env=mirror_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "(2 runs)" in proc.stdout
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    # Both runs are drawn and labelled by their folder: the legend holds both names.
+    png, warnings = plots.render([(workdir.name, log), ("other", log)])
+    assert png.startswith(PNG_MAGIC) and warnings == []
+
+
+def test_plot_of_a_mismatched_log_warns_and_still_draws():
+    log = {"series": [{"name": "loss", "values": [3.0, 2.0, 1.5], "steps": [1, 2]}]}
+    png, warnings = plots.render([("bad", log)])
+    assert png.startswith(PNG_MAGIC)
+    assert warnings == ["bad: series 'loss' has 3 values but 2 steps: using the common part"]
+
+
+def test_report_page_in_headless_chromium(plotted_run):
+    """The page as Chromium renders it: charts, tables, probes and text are all in the DOM."""
+    if browser.find_chromium() is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium): the page was not rendered")
+    _, workdir, summary, _ = plotted_run
+    proc = inspect(f"--workdir={workdir}", "--screenshot")
+    assert f"report: {workdir}/report.html" in proc.stdout
+    assert f"{summary['params']:,} params, 6 steps" in proc.stdout  # the terminal summary
+    dom = browser.rendered_dom(workdir / "report.html")
+    assert '<div class="charts" id="charts">' in dom
+    assert 'data-name="loss"' in dom and 'data-name="val_loss"' in dom and 'aria-label="grad_norm"' in dom
+    assert dom.count("<tr>", dom.index('id="last-steps"'), dom.index("Probe")) == 1 + 6  # header + 6 steps
+    assert "before training: loss" in dom and "after training: loss" in dom
+    log = train_log.read(workdir / "train_log.json")
+    generated = html.escape(log["sample"]["generated"], quote=True)
+    assert f'<pre id="sample"><b>{log["sample"]["prompt"]}</b>{generated}</pre>' in dom
+    assert 'id="parameters"' in dom and "params/wte" in dom and 'class="hist"' in dom
+    assert f"{summary['params']:,} parameters in" in dom
+    assert "<details><summary>config.json</summary>" in dom and "warning:" not in dom
+    shot = workdir / "report.png"
+    assert shot.read_bytes().startswith(PNG_MAGIC) and shot.stat().st_size > 20_000
+
+
+def test_report_warns_about_a_broken_run_instead_of_crashing(plotted_run, tmp_path):
+    _, workdir, _, _ = plotted_run
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    log = json.loads((broken / "train_log.json").read_text())
+    log["series"][1]["steps"] = log["series"][1]["steps"][:-1]  # val_loss: one step short
+    log["sample"] = None
+    (broken / "train_log.json").write_text(json.dumps(log))
+    (broken / "params.json").unlink()
+    page, warnings, _ = report.build(broken)
+    assert any("series 'val_loss' has 4 values but 3 steps" in w for w in warnings)
+    assert any("no sample in the log" in w for w in warnings)
+    assert any("params.json is missing" in w for w in warnings)
+    assert page.count('<div class="warn">') == len(warnings) == 3
+    (broken / "train_log.json").write_text("{not json")
+    page, warnings, _ = report.build(broken)
+    assert any("could not be read" in w for w in warnings) and "<h1>" in page
+
+
+@pytest.mark.parametrize("config, total", [(gpt2_tiny, 834_304), (mamba_tiny, 499_328)])
+def test_shapes_print_modules_and_parameters_without_training(config, total):
+    proc = inspect(f"--config={CONFIGS}/{config.__name__}.py", "--shapes")
+    lines = proc.stdout.splitlines()
+    assert lines[-1].split()[0] == "total" and lines[-1].split()[-1] == f"{total:,}"
+    if config is gpt2_tiny:
+        assert any(line.split()[:2] == ["h_0/mlp/fc", "Dense"] and "float32[12, 64, 512]" in line for line in lines)
+    else:
+        expected = "float32[12, 256, 128] -> float32[12, 256, 512]"
+        assert any(line.split()[:2] == ["layers_0/mixer/in_proj", "Dense"] and expected in line for line in lines)
+    # The same count training reports: shapes come from the model, not from a second bookkeeping.
+    model = models.build(config.get_config().model)
+    assert models.count_params(shapes.parameter_shapes(model)) == total
+
+
+def test_shapes_total_matches_what_training_reported(plotted_run):
+    cfg, _, summary, _ = plotted_run
+    calls = shapes.module_calls(models.build(cfg.model), 2, cfg.model.seq_len)
+    assert calls[0].path == "" and calls[0].outputs == [f"float32[2, {cfg.model.seq_len}, 256]"]
+    assert models.count_params(shapes.parameter_shapes(models.build(cfg.model))) == summary["params"]
