@@ -5,6 +5,9 @@ Sections (each returns JSON-ready records):
   gpt2_tiny as configured (220 bytes), gpt2_tiny with seq_len 1024 (1000 bytes from a 6-byte
   prompt) and mamba_tiny (220 and 5000 bytes); for Mamba also the time per byte around byte 100
   and around byte 5000, which must stay flat.
+- `train`: training tokens/s through the trainer's own step, compile time, XLA's memory plan, FLOPs
+  per token and the achieved fraction of a float32 matmul ceiling measured in the same run.
+- `pack`: parameter-pack save and load rates for a ~100M-parameter tree.
 - `scan`: mamba_tiny training tokens/s for each scan form (sequential, fused, parallel, chunked)
   at several lengths, with XLA's memory plan for each compiled step.
 Weights are freshly initialised: speed does not depend on what the weights learned.
@@ -14,6 +17,7 @@ This machine is shared and noisy: quote ratios measured in the same run, not abs
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -23,7 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bytelm import batches, models, sampling, train
+from bytelm import batches, models, param_pack, sampling, train
+from bytelm import mesh as mesh_lib
 
 
 def summarize(values: list[float]) -> dict:
@@ -166,3 +171,144 @@ def bench_scan(
                 f"  XLA memory {r['memory_mb']:,.0f} MB"
             )
     return results
+
+
+def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> dict:
+    """The float32 matmul rate this machine reaches now (`[n, n] @ [n, n]`, GFLOP/s): the ceiling
+    that a model's achieved FLOP rate is compared with, measured in the same run."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, a))
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(matmul(a, a))
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return {"n": n, "gflops": summarize(rates)}
+
+
+def model_flops_per_token(model_config) -> float | None:
+    """Training FLOPs per token by nanoGPT's count (6 × non-embedding-lookup parameters + attention
+    12·layers·width·seq_len), the figure MFU is quoted against. None for families without a formula."""
+    if model_config.name != "gpt2":
+        return None
+    c = models.transformer.GPT2Config.from_config(model_config)
+    per_layer = c.width * 3 * c.width + c.width * c.width + 2 * c.width * c.ffn_hidden  # the four matmuls
+    matmul_params = c.num_layers * per_layer + c.vocab_size * c.width  # + the tied head
+    return 6 * matmul_params + 12 * c.num_layers * c.width * c.seq_len
+
+
+def xla_flops(compiled) -> float | None:
+    """FLOPs of one call of a compiled program, by XLA's cost analysis (None where it gives none)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older JAX: one dict per device
+        cost = cost[0] if cost else {}
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def bench_train(
+    config: ml_collections.ConfigDict,
+    corpus_ids: np.ndarray,
+    steps: int,
+    repeats: int,
+    log: Callable[[str], None],
+    ceiling_gflops: float | None = None,
+) -> dict:
+    """Training tokens/s of `config` through the trainer's own step (`train.make_steps`), fed as the
+    trainer feeds it: a fresh host batch per step, the metrics of step n read after step n+1 is
+    queued. Compile time is timed apart (`lower().compile()`); then 5 warm-up steps; then `repeats`
+    runs of `steps` steps, each giving one tokens/s figure."""
+    tc, seq_len = config.train, config.model.seq_len
+    model, opt = models.build(config.model), train.make_optimizer(tc)
+    params = models.init_variables(model, jax.random.key(tc.seed))
+    mesh = mesh_lib.build(config.runtime.mesh)
+    state = jax.device_put(
+        train.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params)), mesh_lib.replicated(mesh)
+    )
+    train_step, _ = train.make_steps(model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh)
+
+    def batch(i: int) -> batches.Batch:
+        starts = batches.train_starts(corpus_ids.size, seq_len, tc.batch_size, i, config.data.seed, None)
+        return batches.make_batch(corpus_ids, starts, seq_len)
+
+    t = time.perf_counter()
+    compiled = train_step.lower(state, batch(0)).compile()
+    compile_s = time.perf_counter() - t
+
+    def run(first: int, n: int):
+        nonlocal state
+        pending, step_s, t_last = None, [], time.perf_counter()
+        for i in range(first, first + n):
+            state, metrics = compiled(state, batch(i))
+            if pending is not None:
+                float(pending["loss"])  # the trainer reads step i−1's loss once step i is queued
+                now = time.perf_counter()
+                step_s.append(now - t_last)
+                t_last = now
+            pending = metrics
+        float(pending["loss"])
+        step_s.append(time.perf_counter() - t_last)
+        return step_s
+
+    run(0, 5)
+    tokens = tc.batch_size * seq_len
+    runs = [run(5 + r * steps, steps) for r in range(repeats)]
+    per_run = [steps * tokens / sum(s) for s in runs]
+    all_steps = [s for r in runs for s in r]
+    out = {
+        "config": config.name,
+        "devices": mesh.size,
+        "params": models.count_params(params),
+        "tokens_per_step": tokens,
+        "steps_per_run": steps,
+        "tokens_per_s": summarize(per_run),
+        "step_ms": summarize([1e3 * s for s in all_steps]),
+        "compile_s": compile_s,
+        "memory_mb": compiled_memory_mb(compiled),
+        # XLA counts one device's share of a partitioned program: times the devices, for the whole step.
+        "xla_flops_per_token": (xla_flops(compiled) or float("nan")) * mesh.size / tokens,
+        "model_flops_per_token": model_flops_per_token(config.model),
+    }
+    if out["model_flops_per_token"] and ceiling_gflops:
+        achieved = out["model_flops_per_token"] * out["tokens_per_s"]["median"] / 1e9
+        out["achieved_gflops"] = achieved
+        out["ceiling_fraction"] = achieved / ceiling_gflops
+    log(
+        f"train   {config.name:<12} {out['tokens_per_s']['median']:>8,.0f} tok/s [{min(per_run):,.0f}–"
+        f"{max(per_run):,.0f}]  step {out['step_ms']['median']:.1f} ms  compile {compile_s:.1f} s  "
+        f"XLA memory {out['memory_mb']:,.0f} MB"
+        + (f"  {100 * out['ceiling_fraction']:.1f}% of the f32 matmul ceiling" if "ceiling_fraction" in out else "")
+    )
+    return out
+
+
+def bench_pack(params_millions: float, repeats: int, folder, log: Callable[[str], None]) -> dict:
+    """Parameter-pack save and load rates (MB/s of float32 weights) for a ~`params_millions` M tree:
+    GPT-2-small-like leaves (768-wide matrices), so the per-leaf overhead is realistic."""
+    rng = np.random.default_rng(0)
+    width, n_leaves = 768, max(1, round(params_millions * 1e6 / (768 * 3072)))
+    tree = {"params": {f"w_{i}": rng.standard_normal((width, 4 * width), dtype=np.float32) for i in range(n_leaves)}}
+    size_mb = sum(a.nbytes for a in tree["params"].values()) / 1e6
+    path = os.path.join(folder, "bench_pack.json")
+    save_s, load_s = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        param_pack.save_pack(path, tree, {"name": "bench"})
+        save_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        param_pack.load_pack(path)
+        load_s.append(time.perf_counter() - t)
+    file_mb = os.path.getsize(path) / 1e6
+    os.remove(path)
+    out = {
+        "params": n_leaves * width * 4 * width,
+        "weights_mb": size_mb,
+        "file_mb": file_mb,
+        "save_mb_per_s": summarize([size_mb / s for s in save_s]),
+        "load_mb_per_s": summarize([size_mb / s for s in load_s]),
+    }
+    log(
+        f"pack    {out['params'] / 1e6:.1f}M params ({size_mb:,.0f} MB, file {file_mb:,.0f} MB): save "
+        f"{out['save_mb_per_s']['median']:,.0f} MB/s, load {out['load_mb_per_s']['median']:,.0f} MB/s"
+    )
+    return out

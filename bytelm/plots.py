@@ -12,8 +12,6 @@ import math
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from bytelm import train_log
 from bytelm.atomic_io import atomic_write_bytes
@@ -36,6 +34,10 @@ def _centred_mean(values: list[float], window: int) -> np.ndarray:
 def render(runs: list[tuple[str, dict]]) -> tuple[bytes, list[str]]:
     """A PNG of every run's train loss (faint raw, solid running mean) and validation loss (dashed,
     with markers), and the warnings met while reading the logs."""
+    # Imported here: matplotlib adds ~0.8 s to every process start, and training draws only at the end.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from bytelm import batches, checkpoints, corpus, models, param_pack, plots, probe, run_dir, sampling, train_log
+from bytelm import mesh as mesh_lib
 from bytelm.atomic_io import atomic_write_json, json_safe
 from bytelm.errors import BytelmError, ConfigError, RunDirError, Stopped
 
@@ -103,12 +104,14 @@ def masked_nll(logits_BxLxV: jax.Array, y_BxLxV: jax.Array, mask_BxL: jax.Array)
     return -jnp.sum(y_BxLxV * logp, axis=-1) * mask_BxL
 
 
-def make_steps(model, optimizer, batch_size: int, seq_len: int, max_grad_norm_skip: float = 0.0):
+def make_steps(model, optimizer, batch_size: int, seq_len: int, max_grad_norm_skip: float = 0.0, mesh=None):
     """The jitted train step (donating its state) and eval step for `model`.
 
     With `max_grad_norm_skip > 0`, a step whose loss or gradient norm is non-finite or whose gradient
     norm is above it leaves the parameters and optimizer state as they were (`metrics['skipped']`);
     the step counter still advances, so the next step sees the next batch.
+    With a `mesh` (`bytelm.mesh`), batches are split along its data axis and the state is replicated:
+    the steps get explicit shardings and XLA partitions them (the gradient all-reduce is its own).
     """
 
     def loss_fn(params, batch: batches.Batch) -> jax.Array:
@@ -134,7 +137,14 @@ def make_steps(model, optimizer, batch_size: int, seq_len: int, max_grad_norm_sk
         nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
         return nll.sum(axis=-1), batch.mask.sum(axis=-1)
 
-    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    rep, split = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    batch = batches.Batch(split, split, split)
+    return (
+        jax.jit(train_step, donate_argnums=0, in_shardings=(rep, batch), out_shardings=(rep, rep)),
+        jax.jit(eval_step, in_shardings=(rep, batch), out_shardings=(split, split)),
+    )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -159,6 +169,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"need train.checkpoint_every >= 0 (0 = only at the end) and train.keep_checkpoints >= 1, got "
             f"{tc.checkpoint_every} and {tc.keep_checkpoints}"
         )
+    mesh = mesh_lib.build(config.runtime.mesh)
+    mesh_lib.check_batch(mesh, tc.batch_size, "train.batch_size")
+    mesh_lib.check_batch(mesh, tc.eval_batch_size, "train.eval_batch_size")
     if not tc.max_grad_norm_skip >= 0:
         raise ConfigError(f"train.max_grad_norm_skip must be >= 0 (0 = off), got {tc.max_grad_norm_skip}")
 
@@ -296,14 +309,18 @@ def train_and_evaluate(
     params = initial_params(config, model, jax.random.key(tc.seed))
     n_params = models.count_params(params)
     optimizer = make_optimizer(tc)
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len, tc.max_grad_norm_skip)
+    mesh = mesh_lib.build(config.runtime.mesh)
+    state = jax.device_put(
+        TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)), mesh_lib.replicated(mesh)
+    )
+    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh)
     mngr = checkpoints.manager(workdir, tc.keep_checkpoints)
 
     out(
         f"{config.name}: {model.__class__.__name__}, {n_params:,} parameters; corpus {data.path} "
         f"({data.train.size:,} train + {data.val.size:,} val bytes); windows [{tc.batch_size}, {seq_len + 1}] "
         f"→ x, y one-hot [{tc.batch_size}, {seq_len}, 256] float32"
+        + (f"; each batch split over {mesh.size} devices" if mesh.size > 1 else "")
     )
     bank = None
     if config.data.windows:
@@ -326,6 +343,7 @@ def train_and_evaluate(
         restored, meta = checkpoints.restore(mngr, resume_step, state)
         # The restored tree has the template's leaves; rebuild it with the template's exact types.
         state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(restored))
+        state = jax.device_put(state, mesh_lib.replicated(mesh))
         start = int(state.step)
         records, evaluations, probes, timing = meta["records"], meta["evaluations"], meta["probes"], meta["timing"]
         out(f"resuming from the checkpoint at step {start} in {workdir / checkpoints.CHECKPOINT_DIR}")

@@ -1,29 +1,44 @@
-"""Benchmarks: `python -m launch.benchmark --only=sample,scan --out=bench.json`.
+"""Benchmarks: `python -m launch.benchmark [--only=train,sample,pack,scan] [--peer=torch] --out=bench.json`.
 
 Writes the JSON and regenerates BENCHMARKS.md (machine, versions, date, tables). A run of some
 sections (--only=scan) keeps the other sections of an existing --out file, so the table stays whole.
-Memory in the scan section is XLA's plan for the compiled train step (arguments, outputs and
-temporaries), per form and deterministic.
+Memory is XLA's plan for the compiled step (arguments, outputs and temporaries), deterministic.
+
+`--peer=torch` also trains the same GPT-2 in PyTorch eager (bench/nanogpt_torch.py, extra `bench`)
+in the same run, and reports the ratio. `--only=recipe` (not in the default set: ~8 minutes here)
+runs the full training recipe of `--config` and, with the peer, PyTorch's, side by side.
 """
 
 import datetime
+import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 from absl import flags
+from ml_collections import config_flags
 
-from bytelm import benchmark, corpus
+from bytelm import benchmark, corpus, runtime, train
 from bytelm.atomic_io import atomic_write_json, atomic_write_text
-from bytelm.errors import UsageError
+from bytelm.errors import BytelmError, UsageError
 from launch import cli
 
-SECTIONS = ("sample", "scan")
-_ONLY = flags.DEFINE_list("only", list(SECTIONS), f"sections to run: {', '.join(SECTIONS)}")
+SECTIONS = ("train", "sample", "pack", "scan", "recipe")
+DEFAULT_SECTIONS = ("train", "sample", "pack", "scan")
+_ONLY = flags.DEFINE_list("only", list(DEFAULT_SECTIONS), f"sections to run: {', '.join(SECTIONS)}")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/gpt2_tiny.py", "the config the train and recipe sections train", lock_config=True
+)
+_PEER = flags.DEFINE_enum("peer", "", ["", "torch"], "also train the same GPT-2 with this peer, side by side")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 50, "timed training steps per repetition (train section)")
+_PACK_PARAMS_M = flags.DEFINE_float("pack_params_m", 100.0, "parameters of the pack section's tree, in millions")
 _OUT = flags.DEFINE_string("out", "bench.json", "where the JSON goes")
 _MARKDOWN = flags.DEFINE_string("markdown", "BENCHMARKS.md", "the table to regenerate ('' = none)")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions after warm-up (medians are reported)")
@@ -65,6 +80,67 @@ def markdown(doc: dict) -> str:
         f"{doc['repeats']} runs after warm-up; [min–max] in brackets. Quote ratios: the machine is shared.",
         "",
     ]
+    if "train" in doc:
+        c = doc["train"]["ceiling"]
+        lines += [
+            "## Training",
+            "",
+            f"Float32 matmul ceiling, measured in the same run ({c['n']}³): {c['gflops']['median']:.1f} GFLOP/s "
+            f"[{c['gflops']['min']:.1f}–{c['gflops']['max']:.1f}]. Model FLOPs per token by nanoGPT's count "
+            "(6 × matmul parameters + 12·layers·width·seq_len); XLA's count includes the one-hot embedding "
+            "matmul and the elementwise work.",
+            "",
+            "| config | tokens/s | step ms | compile s | XLA memory MB | FLOPs/token (model / XLA) | of ceiling |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in doc["train"]["runs"]:
+            t, mf = r["tokens_per_s"], r.get("model_flops_per_token")
+            lines.append(
+                f"| {r['config']} | {t['median']:,.0f} [{t['min']:,.0f}–{t['max']:,.0f}] "
+                f"| {r['step_ms']['median']:.1f} "
+                f"| {r['compile_s']:.1f} | {r['memory_mb']:,.0f} | {(mf or 0) / 1e6:.2f}M / "
+                f"{r['xla_flops_per_token'] / 1e6:.2f}M | "
+                + (f"{100 * r['ceiling_fraction']:.1f}% |" if "ceiling_fraction" in r else "– |")
+            )
+        if "peer" in doc["train"]:
+            p = doc["train"]["peer"]
+            lines += [
+                "",
+                f"Peer in the same run, {p['peer']} ({p['threads']} threads), the same model and batches: "
+                f"{p['tokens_per_s']:,.0f} tokens/s (step {p['step_ms']['median']:.1f} ms). "
+                f"**bytelm / peer = {p['ratio']:.2f}** (median step times).",
+            ]
+        lines.append("")
+    if "recipe" in doc:
+        o = doc["recipe"]["ours"]
+        lines += [
+            "## Training recipe, end to end",
+            "",
+            "| trainer | steps | validation loss | wall s | tokens/s |",
+            "| --- | --- | --- | --- | --- |",
+            f"| bytelm | {o['steps']} | {o['final_val_loss']:.4f} ± {o['final_val_loss_stderr']:.4f} | "
+            f"{o['wall_s']:.1f} | {o['tokens_per_s']:,.0f} |",
+        ]
+        if "peer" in doc["recipe"]:
+            p = doc["recipe"]["peer"]
+            lines += [
+                f"| {p['peer']} | {p['steps']} | {p['val_loss']:.4f} | {p['wall_s']:.1f} | {p['tokens_per_s']:,.0f} |",
+                "",
+                f"bytelm wall / peer wall = **{p['wall_ratio']:.2f}**.",
+            ]
+        lines.append("")
+    if "pack" in doc:
+        p = doc["pack"]
+        lines += [
+            "## Parameter pack",
+            "",
+            f"{p['params'] / 1e6:.1f}M float32 parameters ({p['weights_mb']:,.0f} MB of weights, "
+            f"{p['file_mb']:,.0f} MB file): save {p['save_mb_per_s']['median']:,.0f} MB/s "
+            f"[{p['save_mb_per_s']['min']:,.0f}–{p['save_mb_per_s']['max']:,.0f}], load "
+            f"{p['load_mb_per_s']['median']:,.0f} MB/s [{p['load_mb_per_s']['min']:,.0f}–"
+            f"{p['load_mb_per_s']['max']:,.0f}].",
+            "",
+        ]
     if "sample" in doc:
         lines += [
             "## Sampling",
@@ -113,12 +189,59 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_peer(config, corpus_path: Path, steps: int, eval_windows: int) -> dict:
+    """Trains `config`'s GPT-2 with the PyTorch peer in a child process; returns its JSON."""
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("--peer=torch needs PyTorch: pip install -e '.[bench]' (torch 2.13.0, CPU build)")
+    m, t = config.model, config.train
+    if m.name != "gpt2":
+        raise UsageError(f"--peer=torch trains GPT-2 only; --config is a {m.name} config")
+    fields = {
+        "corpus": corpus_path.resolve(),
+        "val_fraction": config.data.val_fraction,
+        "steps": steps,
+        "eval_windows": eval_windows,
+        "data_seed": config.data.seed,
+        **{k: m[k] for k in ("seq_len", "num_layers", "num_heads", "head_dim", "ffn_hidden")},
+        **{k: t[k] for k in ("batch_size", "warmup_steps", "lr", "min_lr", "beta1", "beta2", "weight_decay")},
+        "grad_clip": t.grad_clip,
+    }
+    cmd = [sys.executable, "-m", "bench.nanogpt_torch", *(f"--{k}={v}" for k, v in fields.items())]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BytelmError(f"the torch peer failed (exit {proc.returncode}): {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def recipe(config, log) -> dict:
+    """The full training recipe of `config` (its own step count, evaluations and checkpoints) in a
+    temporary workdir, as `launch.train` runs it; the figures are the run's own summary."""
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    cfg.train.progress, cfg.sample.generate = "none", 0
+    with tempfile.TemporaryDirectory() as workdir:
+        s = train.train_and_evaluate(cfg, workdir, out=lambda line: None)
+    out = {
+        k: s[k] for k in ("steps", "final_val_loss", "final_val_loss_stderr", "tokens_per_s", "train_wall_s", "wall_s")
+    }
+    log(
+        f"recipe  {config.name} {s['steps']} steps: val {s['final_val_loss']:.4f}, wall {s['wall_s']:.1f} s "
+        f"(training {s['train_wall_s']:.1f} s), {s['tokens_per_s']:,.0f} tok/s"
+    )
+    return out
+
+
 def main() -> None:
     unknown = set(_ONLY.value) - set(SECTIONS)
     if unknown:
         raise UsageError(f"unknown benchmark section {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
-    if _REPEATS.value < 1:
-        raise UsageError(f"--repeats must be at least 1, got {_REPEATS.value}")
+    if _REPEATS.value < 1 or _TRAIN_STEPS.value < 1:
+        raise UsageError(f"--repeats and --train_steps must be at least 1, got {_REPEATS.value}, {_TRAIN_STEPS.value}")
+    config = _CONFIG.value
+    runtime.configure(config.runtime)  # CPU devices and the compilation cache, before JAX starts
     configs = {name: load_config(name) for name in ("gpt2_tiny", "mamba_tiny")}
     doc = {"machine": machine(), "repeats": _REPEATS.value}
     previous_scan = []
@@ -130,8 +253,37 @@ def main() -> None:
         previous_scan = [r for r in previous.get("scan", []) if "memory_mb" in r]  # older files: peak RSS
         doc = {**{k: previous[k] for k in SECTIONS if k in previous}, **doc}
     log = lambda s: print(s, flush=True)
+    if "train" in _ONLY.value:
+        ceiling = benchmark.matmul_ceiling_gflops()
+        log(f"ceiling float32 matmul {ceiling['n']}³: {ceiling['gflops']['median']:.1f} GFLOP/s")
+        data = corpus.load(config.data, config.model.seq_len)
+        doc["train"] = {
+            "ceiling": ceiling,
+            "runs": [
+                benchmark.bench_train(
+                    config,
+                    np.asarray(data.train),
+                    _TRAIN_STEPS.value,
+                    _REPEATS.value,
+                    log,
+                    ceiling_gflops=ceiling["gflops"]["median"],
+                )
+            ],
+        }
+        if _PEER.value:
+            peer = run_peer(config, data.path, 10 + _TRAIN_STEPS.value * _REPEATS.value, eval_windows=1)
+            ours = doc["train"]["runs"][0]
+            peer["ratio"] = peer["step_ms"]["median"] / ours["step_ms"]["median"]
+            doc["train"]["peer"] = peer
+            log(
+                f"peer    {peer['peer']}: {peer['tokens_per_s']:,.0f} tok/s (step {peer['step_ms']['median']:.1f} ms); "
+                f"bytelm / peer = {peer['ratio']:.2f}"
+            )
     if "sample" in _ONLY.value:
         doc["sample"] = benchmark.bench_sample(configs, _REPEATS.value, log)
+    if "pack" in _ONLY.value:
+        with tempfile.TemporaryDirectory() as folder:
+            doc["pack"] = benchmark.bench_pack(_PACK_PARAMS_M.value, _REPEATS.value, folder, log)
     if "scan" in _ONLY.value:
         data = corpus.load(configs["mamba_tiny"].data, int(max(_SCAN_LENGTHS.value, key=int)))
         doc["scan"] = benchmark.bench_scan(
@@ -147,6 +299,18 @@ def main() -> None:
         done = {(r["length"], r["form"]) for r in doc["scan"]}
         kept = [r for r in previous_scan if (r["length"], r["form"]) not in done]
         doc["scan"] = sorted(kept + doc["scan"], key=lambda r: r["length"])
+    if "recipe" in _ONLY.value:
+        doc["recipe"] = {"ours": recipe(config, log)}
+        if _PEER.value:
+            data = corpus.load(config.data, config.model.seq_len)
+            peer = run_peer(config, data.path, config.train.steps, eval_windows=config.data.final_eval_windows)
+            peer["wall_ratio"] = doc["recipe"]["ours"]["wall_s"] / peer["wall_s"]
+            doc["recipe"]["peer"] = peer
+            log(
+                f"peer    {peer['peer']} {peer['steps']} steps: val {peer['val_loss']:.4f}, "
+                f"wall {peer['wall_s']:.1f} s; "
+                f"bytelm wall / peer wall = {peer['wall_ratio']:.2f}"
+            )
     atomic_write_json(_OUT.value, doc)
     if _MARKDOWN.value:
         atomic_write_text(Path(_MARKDOWN.value), markdown(doc))

@@ -42,15 +42,23 @@ def loop_reference(x, dt, A, B, C, D):
 FAST_FORMS = [("parallel", 0), ("parallel", 4), ("parallel", 16), ("parallel", 7), ("fused", 0)]
 
 
+@functools.cache
+def sequential_reference(b, l, d, n):
+    """Inputs for one shape, the plain scan's output and the float64 loop's, computed once per shape
+    and shared by every fast form (compiling the reference again for each form cost the suite ~20 s)."""
+    inputs = random_scan_inputs(jax.random.key(l * 31 + d), b, l, d, n)
+    seq = jax.jit(functools.partial(selective_scan, mode="sequential"))(*inputs)
+    np.testing.assert_allclose(seq, loop_reference(*inputs), rtol=1e-4, atol=1e-4)
+    return inputs, seq
+
+
 @pytest.mark.parametrize("b, l, d, n", [(1, 1, 3, 2), (2, 17, 8, 4), (3, 64, 16, 16), (2, 100, 5, 3)])
 @pytest.mark.parametrize("mode, chunk", FAST_FORMS)
 def test_fast_scans_match_the_sequential_scan(b, l, d, n, mode, chunk):
-    inputs = random_scan_inputs(jax.random.key(l * 31 + d), b, l, d, n)
-    seq = jax.jit(functools.partial(selective_scan, mode="sequential"))(*inputs)
+    inputs, seq = sequential_reference(b, l, d, n)
     fast = jax.jit(functools.partial(selective_scan, mode=mode, chunk=chunk))(*inputs)
     rel = float(jnp.max(jnp.abs(fast - seq)) / jnp.max(jnp.abs(seq)))
     assert rel < 1e-5, rel
-    np.testing.assert_allclose(seq, loop_reference(*inputs), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode, chunk", FAST_FORMS)
@@ -62,24 +70,30 @@ def test_scan_final_state_is_the_same_for_every_form(mode, chunk):
     np.testing.assert_allclose(h_fast, h_seq, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode, chunk", [("parallel", 5), ("fused", 0)])
-@pytest.mark.parametrize("b, l, d, n", [(2, 24, 6, 4), (3, 41, 16, 8)])
-def test_scan_gradients_match_autodiff_of_the_sequential_scan(mode, chunk, b, l, d, n):
-    """Every input's gradient, through both outputs (y and the final state), against autodiff of the
-    plain `lax.scan`: this is what checks the fused form's hand-written backward."""
+def _scan_grads(shape, **kw):
+    """Every input's gradient of a loss through both outputs (y and the final state)."""
+    b, l, d, n = shape
     inputs = random_scan_inputs(jax.random.key(l + d), b, l, d, n)
     w_y = jax.random.normal(jax.random.key(7), (b, l, d))
     w_h = jax.random.normal(jax.random.key(8), (b, d, n))
 
-    def grads(**kw):
-        def loss(x, dt, A, B, C, D):
-            y, h = selective_scan(x, dt, A, B, C, D, return_state=True, **kw)
-            return jnp.sum(jnp.sin(y) * w_y) + jnp.sum(h * w_h)
+    def loss(x, dt, A, B, C, D):
+        y, h = selective_scan(x, dt, A, B, C, D, return_state=True, **kw)
+        return jnp.sum(jnp.sin(y) * w_y) + jnp.sum(h * w_h)
 
-        return jax.jit(jax.grad(loss, argnums=tuple(range(6))))(*inputs)
+    return jax.jit(jax.grad(loss, argnums=tuple(range(6))))(*inputs)
 
+
+_sequential_grads = functools.cache(functools.partial(_scan_grads, mode="sequential"))
+
+
+@pytest.mark.parametrize("mode, chunk", [("parallel", 5), ("fused", 0)])
+@pytest.mark.parametrize("shape", [(2, 24, 6, 4), (3, 41, 16, 8)])
+def test_scan_gradients_match_autodiff_of_the_sequential_scan(mode, chunk, shape):
+    """Against autodiff of the plain `lax.scan`: this is what checks the fused form's hand-written
+    backward."""
     for name, g_seq, g_fast in zip(
-        "x dt A B C D".split(), grads(mode="sequential"), grads(mode=mode, chunk=chunk), strict=True
+        "x dt A B C D".split(), _sequential_grads(shape), _scan_grads(shape, mode=mode, chunk=chunk), strict=True
     ):
         assert bool(jnp.all(jnp.isfinite(g_fast))), name
         rel = float(jnp.max(jnp.abs(g_fast - g_seq)) / jnp.max(jnp.abs(g_seq)))

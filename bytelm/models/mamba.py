@@ -166,6 +166,12 @@ def _scan_chunked(x, dt, At, B, C, h0, chunk: int):
 # measured 3.4x slower than this loop. Residuals: the inputs and h_{t−1} for every t, `[l, b, n, d]`.
 
 
+# Positions per iteration of the fused loops: each position's work ([b, n, d] = 49k elements for
+# mamba_tiny) is small next to XLA:CPU's per-iteration cost, so unrolling 4 measured +33% tokens/s
+# at length 64 and +37% at 256 (+6% at 1024); 8 was slower than 4.
+FUSED_UNROLL = 4
+
+
 def _fused_forward(x, dt, At, B, C, h0):
     """Time-major inputs → y `[l, b, d]`, h_{t−1} for every t `[l, b, n, d]` and the final h."""
 
@@ -174,7 +180,7 @@ def _fused_forward(x, dt, At, B, C, h0):
         h_next = _step(h, x_t, dt_t, At, B_t)
         return h_next, (jnp.sum(h_next * C_t[:, :, None], axis=1), h)
 
-    h, (y, h_prev) = jax.lax.scan(step, h0, (x, dt, B, C))
+    h, (y, h_prev) = jax.lax.scan(step, h0, (x, dt, B, C), unroll=FUSED_UNROLL)
     return y, h_prev, h
 
 
@@ -213,7 +219,7 @@ def _scan_fused_bwd(residuals, cotangents):
 
     init = (gh_last, h_last, jnp.zeros_like(At))
     (gh0, _, gAt), (gx, gdt, gB, gC) = jax.lax.scan(
-        step, init, (x, dt, B, C, jnp.swapaxes(gy, 0, 1), h_prev), reverse=True
+        step, init, (x, dt, B, C, jnp.swapaxes(gy, 0, 1), h_prev), reverse=True, unroll=FUSED_UNROLL
     )
     gx, gdt, gB, gC = (jnp.swapaxes(a, 0, 1) for a in (gx, gdt, gB, gC))
     return gx, gdt, gAt, gB, gC, gh0

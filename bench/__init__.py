@@ -1,0 +1,1 @@
+"""Peers for side-by-side benchmarks (optional extra `bench`)."""
