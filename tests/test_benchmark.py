@@ -39,7 +39,9 @@ def test_train_and_pack_sections_write_json_and_the_table(workspace):
 
 
 def test_an_unknown_section_is_a_usage_error(workspace):
-    proc = run_module(["launch.benchmark", "--only=speed", f"--config={CONFIGS}/gpt2_tiny.py", "--out=x.json"], workspace, check=False)
+    proc = run_module(
+        ["launch.benchmark", "--only=speed", f"--config={CONFIGS}/gpt2_tiny.py", "--out=x.json"], workspace, check=False
+    )
     assert proc.returncode == 2 and "unknown benchmark section speed" in proc.stderr
     assert not (workspace / "x.json").exists()
 
