@@ -116,9 +116,17 @@ def _os_reason(e: Exception) -> str:
     return os.strerror(int(code.group(1))) if code else " ".join(str(e).split())[:200]
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, like_state: Any) -> tuple[Any, dict]:
-    """Checkpoint `step` as (state shaped like `like_state`, meta)."""
-    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), like_state)
+def restore(mngr: ocp.CheckpointManager, step: int, like_state: Any, shardings: Any = None) -> tuple[Any, dict]:
+    """Checkpoint `step` as (state shaped like `like_state`, meta).
+
+    With `shardings` (a tree like `like_state`), each leaf is read straight into that layout, so a
+    checkpoint saved on any number of devices or processes restores on any other; each process
+    reads only its own pieces."""
+    if shardings is None:
+        shardings = jax.tree_util.tree_map(lambda a: None, like_state)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), like_state, shardings
+    )
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
     try:
         restored = mngr.restore(step, args=args)

@@ -72,5 +72,8 @@ def runtime_config() -> ml_collections.ConfigDict:
     # takes half the batch. 2 measured +20% training tokens/s for gpt2_tiny on the 2-core CPU (8,839
     # against 7,388, same-run medians, `launch.benchmark --only=train`). No effect on GPU runs.
     c.cpu_devices = 2
-    c.mesh = "data=-1"  # device mesh: the batch is split along `data` (-1 = every local device)
+    # Device mesh (bytelm/mesh.py): the batch is split over `data` × `fsdp` (-1 = the devices that
+    # remain); with fsdp > 1, state leaves of at least `fsdp_min_size` elements are sharded too.
+    c.mesh = "data=-1"
+    c.fsdp_min_size = 2**14  # smaller leaves (biases, norms) cost more to gather than to replicate
     return c

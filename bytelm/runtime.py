@@ -27,3 +27,44 @@ def configure(runtime_config) -> None:
         # Cache even small programs: on a CPU their compile time is what start-up is made of.
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# Environment variables that mean "this process is one of several tasks of a cluster job"; when one
+# is set, `jax.distributed.initialize()` finds the coordinator and this process's id by itself.
+_CLUSTER_ENV = {"SLURM_NTASKS": "SLURM", "OMPI_COMM_WORLD_SIZE": "Open MPI", "JAX_NUM_PROCESSES": "JAX"}
+
+
+def cluster_size_from_env(env: dict[str, str]) -> int:
+    """How many processes the cluster environment in `env` says this job has (1 when none)."""
+    for name in _CLUSTER_ENV:
+        value = env.get(name, "")
+        if value.isdigit() and int(value) > 1 and (name != "SLURM_NTASKS" or "SLURM_STEP_ID" in env):
+            return int(value)  # (SLURM: only inside `srun`, where each task is one process)
+    return 1
+
+
+def start_distributed(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None, env: dict[str, str]
+) -> int:
+    """Joins this process to a multi-process job through `jax.distributed.initialize`; returns the
+    process count (1 when there is nothing to join).
+
+    With none of the three given, a cluster environment (SLURM's `srun`, Open MPI) is detected by JAX
+    itself. On CPUs the collectives between processes go through gloo.
+    """
+    given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ConfigError(
+            "--coordinator_address, --num_processes and --process_id go together: give all three, or none "
+            "(inside a SLURM or Open MPI job they are read from its environment)"
+        )
+    if not any(given) and cluster_size_from_env(env) == 1:
+        return 1
+    if all(given) and not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process_id {process_id} must be in [0, {num_processes}): one id per process")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"cannot join the distributed job: {' '.join(str(e).split())[:200]}") from None
+    return jax.process_count()

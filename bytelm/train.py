@@ -104,14 +104,24 @@ def masked_nll(logits_BxLxV: jax.Array, y_BxLxV: jax.Array, mask_BxL: jax.Array)
     return -jnp.sum(y_BxLxV * logp, axis=-1) * mask_BxL
 
 
-def make_steps(model, optimizer, batch_size: int, seq_len: int, max_grad_norm_skip: float = 0.0, mesh=None):
+def make_steps(
+    model,
+    optimizer,
+    batch_size: int,
+    seq_len: int,
+    max_grad_norm_skip: float = 0.0,
+    mesh=None,
+    state_shardings=None,
+):
     """The jitted train step (donating its state) and eval step for `model`.
 
     With `max_grad_norm_skip > 0`, a step whose loss or gradient norm is non-finite or whose gradient
     norm is above it leaves the parameters and optimizer state as they were (`metrics['skipped']`);
     the step counter still advances, so the next step sees the next batch.
-    With a `mesh` (`bytelm.mesh`), batches are split along its data axis and the state is replicated:
-    the steps get explicit shardings and XLA partitions them (the gradient all-reduce is its own).
+    With a `mesh` (`bytelm.mesh`), batches are split over its devices and the state is laid out by
+    `state_shardings` (a `TrainState` of shardings; default replicated): the steps get explicit
+    shardings and XLA partitions them, inserting the collectives. Metrics and the eval step's
+    per-window outputs come back replicated.
     """
 
     def loss_fn(params, batch: batches.Batch) -> jax.Array:
@@ -141,10 +151,28 @@ def make_steps(model, optimizer, batch_size: int, seq_len: int, max_grad_norm_sk
         return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
     rep, split = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
     batch = batches.Batch(split, split, split)
+    state_sh = state_shardings if state_shardings is not None else rep
+    params_sh = state_shardings.params if state_shardings is not None else rep
     return (
-        jax.jit(train_step, donate_argnums=0, in_shardings=(rep, batch), out_shardings=(rep, rep)),
-        jax.jit(eval_step, in_shardings=(rep, batch), out_shardings=(split, split)),
+        jax.jit(train_step, donate_argnums=0, in_shardings=(state_sh, batch), out_shardings=(state_sh, rep)),
+        jax.jit(eval_step, in_shardings=(params_sh, batch), out_shardings=(rep, rep)),
     )
+
+
+def batch_maker(ids: np.ndarray, seq_len: int, batch_size: int, mesh=None) -> Callable[[np.ndarray], batches.Batch]:
+    """`make(starts)`: the batch of the windows at `starts` (`[batch_size]`), ready for the steps.
+
+    Without a mesh it is the host batch. With one, this process builds only the rows its own
+    devices hold and the result is the global array, split over the mesh."""
+    if mesh is None:
+        return lambda starts: batches.make_batch(ids, starts, seq_len)
+    rows = mesh_lib.process_rows(mesh, batch_size)
+
+    def make(starts: np.ndarray) -> batches.Batch:
+        local = batches.make_batch(ids, starts[rows], seq_len)
+        return batches.Batch(*(mesh_lib.put_rows(a, mesh, batch_size) for a in local))
+
+    return make
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -214,18 +242,20 @@ class _Progress:
             self.bar.close()
 
 
-def evaluate(eval_step, params, ids: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int) -> dict:
-    """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error."""
+def evaluate(
+    eval_step, params, make: Callable[[np.ndarray], batches.Batch], starts: np.ndarray, batch_size: int
+) -> dict:
+    """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error.
+
+    `make` is a `batch_maker` for the validation split at `batch_size`."""
     sums, counts = [], []
     for i in range(0, starts.size, batch_size):
         chunk = starts[i : i + batch_size]
-        b = batches.make_batch(ids, chunk, seq_len)
-        if chunk.size < batch_size:  # pad to a fixed shape (one compile); padding is all masked
-            pad = batch_size - chunk.size
-            b = batches.Batch(*(np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in b))
-        s, c = eval_step(params, b)
-        sums.append(np.asarray(s)[: chunk.size])
-        counts.append(np.asarray(c)[: chunk.size])
+        # The last batch repeats its last window up to the fixed shape (one compile); the repeats'
+        # per-window results are dropped below.
+        s, c = mesh_lib.to_host(eval_step(params, make(np.pad(chunk, (0, batch_size - chunk.size), mode="edge"))))
+        sums.append(s[: chunk.size])
+        counts.append(c[: chunk.size])
     s, c = np.concatenate(sums), np.concatenate(counts)
     loss = float(s.sum() / c.sum())
     per_window = s / np.maximum(c, 1)
@@ -254,11 +284,12 @@ def initial_params(config, model, key: jax.Array) -> dict:
     return models.init_variables(model, key)
 
 
-def _open_workdir(config, workdir: Path, overwrite: bool) -> int | None:
+def _open_workdir(config, workdir: Path, overwrite: bool, writer: bool = True) -> int | None:
     """Prepares `workdir` and returns the checkpoint step to resume from (None = a fresh run).
 
     `--overwrite` always starts over; otherwise, with `train.resume`, the latest checkpoint wins,
     provided the config matches the saved one in everything but `run_dir.RESUMABLE_FIELDS`.
+    Only the `writer` (process 0 of a multi-process job) creates or clears anything.
     """
     if not overwrite and config.train.resume and workdir.is_dir():
         step = checkpoints.latest_step(workdir)
@@ -271,6 +302,8 @@ def _open_workdir(config, workdir: Path, overwrite: bool) -> int | None:
                     "or start over with --config.train.resume=False --overwrite, or choose another --workdir)"
                 )
             return step
+    if not writer:
+        return None
     workdir = run_dir.prepare(workdir, overwrite)
     if overwrite and (workdir / checkpoints.CHECKPOINT_DIR).exists():
         shutil.rmtree(workdir / checkpoints.CHECKPOINT_DIR)  # a new run must not resume the old one's steps
@@ -289,31 +322,43 @@ def train_and_evaluate(
 
     Progress goes through `out` (whole lines); the final sample streams through `stream`.
     SIGINT/SIGTERM stop after the current step with a checkpoint saved (`Stopped`).
+    In a multi-process job (`jax.distributed`) every process calls this; only process 0 prints and
+    writes files, and checkpoints are written by all of them together.
     """
     t_start = time.perf_counter()
     check_config(config)
+    processes, writer = jax.process_count(), jax.process_index() == 0
+    if not writer:
+        out = stream = lambda s: None
     model = models.build(config.model)
     seq_len, tc = config.model.seq_len, config.train
     sample_settings = sampling.SampleSettings.from_config(config.sample)
     sample_settings.validate(config.sample.prompt)  # fail before training, not after
     data = corpus.load(config.data, seq_len)
     workdir = Path(workdir)
-    resume_step = _open_workdir(config, workdir, overwrite)
+    resume_step = _open_workdir(config, workdir, overwrite, writer)
+    if processes > 1:  # the others look at the workdir only after process 0 has prepared it
+        mesh_lib.sync("workdir prepared")
+        resume_step = resume_step if writer else _open_workdir(config, workdir, False, writer)
     if resume_step is not None and resume_step >= tc.steps:
         raise RunDirError(
             f"the run in {workdir} is already complete (checkpoint at step {resume_step} of {tc.steps}): raise "
             "--config.train.steps to train on, or start over with --overwrite"
         )
-    run_dir.write_config(workdir, config)
+    if writer:
+        run_dir.write_config(workdir, config)
 
-    params = initial_params(config, model, jax.random.key(tc.seed))
+    params = initial_params(config, model, jax.random.key(tc.seed))  # the same in every process
     n_params = models.count_params(params)
     optimizer = make_optimizer(tc)
     mesh = mesh_lib.build(config.runtime.mesh)
-    state = jax.device_put(
-        TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params)), mesh_lib.replicated(mesh)
-    )
-    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh)
+    host_state = TrainState(np.zeros((), np.int32), params, optimizer.init(params))
+    shardings = mesh_lib.state_shardings(mesh, host_state, config.runtime.fsdp_min_size)
+    state = mesh_lib.put(host_state, shardings)
+    del host_state
+    train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh, shardings)
+    make_train = batch_maker(data.train, seq_len, tc.batch_size, mesh)
+    make_eval = batch_maker(data.val, seq_len, tc.eval_batch_size, mesh)
     mngr = checkpoints.manager(workdir, tc.keep_checkpoints)
 
     out(
@@ -321,6 +366,8 @@ def train_and_evaluate(
         f"({data.train.size:,} train + {data.val.size:,} val bytes); windows [{tc.batch_size}, {seq_len + 1}] "
         f"→ x, y one-hot [{tc.batch_size}, {seq_len}, 256] float32"
         + (f"; each batch split over {mesh.size} devices" if mesh.size > 1 else "")
+        + (f" in {processes} processes" if processes > 1 else "")
+        + (f"; state sharded over fsdp={mesh.shape['fsdp']}" if mesh.shape["fsdp"] > 1 else "")
     )
     bank = None
     if config.data.windows:
@@ -332,18 +379,18 @@ def train_and_evaluate(
 
     if resume_step is None:
         start = 0
-        probes = {"before": run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)}
+        probes = {"before": run_probe(forward, params, data.val, seq_len, tc.probe_positions)}
         out(probe.format_report(probes["before"], "probe before training"))
-        ev0 = evaluate(eval_step, state.params, data.val, val_starts, seq_len, tc.eval_batch_size)
+        ev0 = evaluate(eval_step, state.params, make_eval, val_starts, tc.eval_batch_size)
         evaluations = [{"step": 0, **ev0}]
         out(f"step      0  val_loss {ev0['val_loss']:.4f} ± {ev0['val_loss_stderr']:.4f}")
         records: list[dict] = []
         timing = {"train_seconds": 0.0, "compile_s": float("nan"), "wall_offset": 0.0, "skipped": 0}
     else:
-        restored, meta = checkpoints.restore(mngr, resume_step, state)
+        # Restored straight into this run's layout, whatever the layout it was saved from.
+        restored, meta = checkpoints.restore(mngr, resume_step, state, shardings)
         # The restored tree has the template's leaves; rebuild it with the template's exact types.
         state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(state), jax.tree_util.tree_leaves(restored))
-        state = jax.device_put(state, mesh_lib.replicated(mesh))
         start = int(state.step)
         records, evaluations, probes, timing = meta["records"], meta["evaluations"], meta["probes"], meta["timing"]
         out(f"resuming from the checkpoint at step {start} in {workdir / checkpoints.CHECKPOINT_DIR}")
@@ -356,7 +403,7 @@ def train_and_evaluate(
 
     def record(step: int, metrics: dict) -> None:
         nonlocal t_last
-        m = jax.device_get(metrics)  # blocks on this step only; the next one is already queued
+        m = mesh_lib.to_host(metrics)  # blocks on this step only; the next one is already queued
         now = time.perf_counter()
         dt, t_last = now - t_last, now
         if step == start + 1:
@@ -396,34 +443,37 @@ def train_and_evaluate(
     with _StopSignals() as signals:
         for step in range(start + 1, tc.steps + 1):
             starts = batches.train_starts(data.train.size, seq_len, tc.batch_size, step - 1, config.data.seed, bank)
-            state, metrics = train_step(state, batches.make_batch(data.train, starts, seq_len))
+            state, metrics = train_step(state, make_train(starts))
             if pending is not None:
                 record(*pending)
             pending = (step, metrics)
             evaluate_now = step % tc.eval_every == 0 or step == tc.steps
             checkpoint_now = (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == tc.steps
-            if evaluate_now or checkpoint_now or signals.received:
+            # Every process must stop at the same step (the save is collective): they agree on it.
+            stop = signals.received if processes == 1 else mesh_lib.any_process(signals.received is not None)
+            if evaluate_now or checkpoint_now or stop:
                 record(*pending)  # checks this step's loss: a checkpoint never holds a diverged state
                 pending = None
             if evaluate_now:
                 starts = final_starts if step == tc.steps else val_starts
-                ev = {"step": step, **evaluate(eval_step, state.params, data.val, starts, seq_len, tc.eval_batch_size)}
+                ev = {"step": step, **evaluate(eval_step, state.params, make_eval, starts, tc.eval_batch_size)}
                 evaluations.append(ev)
                 progress.write(
                     f"step {step:>6}  val_loss {ev['val_loss']:.4f} ± {ev['val_loss_stderr']:.4f}  "
                     f"({ev['val_bpb']:.3f} bits/byte)"
                 )
-                if tc.plot_every_eval:
+                if tc.plot_every_eval and writer:
                     partial = train_log.build(config.name, records, evaluations, probes, {}, None, {})
                     plots.write(workdir / run_dir.PLOT_FILE, [(workdir.resolve().name, partial)])
-            if checkpoint_now or signals.received:
+            if checkpoint_now or stop:
                 save_checkpoint(step)
-            if signals.received and step < tc.steps:
+            if stop and step < tc.steps:
                 progress.close()
+                by = signals.received or signal.SIGTERM  # (another process received it)
                 raise Stopped(
-                    f"stopped by {signals.received.name} after step {step}; checkpoint saved in "
+                    f"stopped by {by.name} after step {step}; checkpoint saved in "
                     f"{workdir / checkpoints.CHECKPOINT_DIR}: run the same command again to resume",
-                    128 + signals.received.value,
+                    128 + by.value,
                 )
             if evaluate_now or checkpoint_now:
                 t_last = time.perf_counter()  # evaluation and saving time is not training time
@@ -431,9 +481,11 @@ def train_and_evaluate(
     mngr.close()
     train_wall = time.perf_counter() - t_train0 + (timing["wall_offset"] if start else 0.0)
 
-    probes["after"] = run_probe(forward, state.params, data.val, seq_len, tc.probe_positions)
+    final_params = mesh_lib.to_host(state.params)  # whole, gathered from every shard
+    probes["after"] = run_probe(forward, final_params, data.val, seq_len, tc.probe_positions)
     out(probe.format_report(probes["after"], "probe after training"))
-    param_pack.save_pack(workdir / run_dir.PARAMS_FILE, state.params, config.model.to_dict())
+    if writer:
+        param_pack.save_pack(workdir / run_dir.PARAMS_FILE, final_params, config.model.to_dict())
 
     last = records[-min(len(records), 50) :]
     timed_steps = max(len(records) - 1, 0)
@@ -461,12 +513,12 @@ def train_and_evaluate(
     )
 
     sample = None
-    if sample_settings.generate > 0:
+    if sample_settings.generate > 0 and writer:  # the text is the same in every process: one writes it
         out(f"sample (prompt {config.sample.prompt!r}, {sample_settings.generate} bytes):")
         stream(config.sample.prompt)
         text = sampling.sample_text(
             model,
-            state.params,
+            final_params,
             config.sample.prompt,
             sample_settings,
             on_text=stream,
@@ -479,6 +531,10 @@ def train_and_evaluate(
     log = train_log.build(
         config.name, records, evaluations, probes, summary, sample, {"config": config.name, "params": n_params}
     )
+    if processes > 1:
+        mesh_lib.sync("training done")  # no process leaves (and shuts the job down) before the others
+    if not writer:
+        return summary
     atomic_write_json(workdir / run_dir.LOG_FILE, log)
     plots.write(workdir / run_dir.PLOT_FILE, [(workdir.resolve().name, log)])
     written = (run_dir.CONFIG_FILE, run_dir.PARAMS_FILE, run_dir.LOG_FILE, run_dir.PLOT_FILE)

@@ -4,7 +4,13 @@
 
 Every config field can be overridden as --config.SECTION.FIELD=VALUE; the resolved config is
 written to WORKDIR/config.json. The default workdir is runs/<config.name>.
+
+Several processes (one per host) train one model when each is started with the same command plus
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I (inside SLURM's srun or Open MPI,
+JAX reads these from the environment instead); see WORKSPACE.md, "Many devices and many hosts".
 """
+
+import os
 
 from absl import flags
 from ml_collections import config_flags
@@ -15,12 +21,16 @@ from launch import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file (configs/*.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "run directory (default: runs/<config.name>)")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an earlier run in the workdir")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for a multi-process job")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "how many processes the job has")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id, 0 .. num_processes-1")
 flags.mark_flag_as_required("config")
 
 
 def main() -> None:
     config = _CONFIG.value
     runtime.configure(config.runtime)
+    runtime.start_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, dict(os.environ))
     train.train_and_evaluate(config, _WORKDIR.value or f"runs/{config.name}", overwrite=_OVERWRITE.value)
 
 

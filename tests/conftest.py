@@ -137,3 +137,19 @@ def small_run(workspace) -> str:
         workspace,
     )
     return "runs/small"
+
+
+@pytest.fixture(autouse=True)
+def _signal_state_is_left_as_found(request):
+    """Warns when a test (or a library it calls) leaves SIGINT blocked or re-routed in the worker:
+    every later child process would inherit it, and Ctrl-C tests would hang."""
+    import signal
+    import warnings
+
+    before = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    yield
+    after = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    if after != before:
+        warnings.warn(
+            f"{request.node.nodeid} changed the SIGINT handler or signal mask: {before} -> {after}", stacklevel=1
+        )

@@ -9,11 +9,13 @@ run = run_module
 
 @pytest.mark.slow
 def test_tutorial_command_then_sample_twice_gives_the_same_text(workspace):
+    # WORKSPACE §5's command as written, but 60 steps instead of 300: what is checked (same text
+    # twice, and the same as training's own sample) does not depend on the step count.
     train = run(
         [
             "launch.train",
             f"--config={CONFIGS}/gpt2_tiny.py",
-            "--config.train.steps=300",
+            "--config.train.steps=60",
             "--config.data.windows=32",
             "--config.train.lr=0.001",
             "--config.sample.prompt=ROMEO:",
@@ -27,7 +29,7 @@ def test_tutorial_command_then_sample_twice_gives_the_same_text(workspace):
         workspace,
     )
     assert "probe before training" in train.stdout and "probe after training" in train.stdout
-    assert "summary: 834,304 params, 300 steps" in train.stdout
+    assert "summary: 834,304 params, 60 steps" in train.stdout
     assert (workspace / "runs/gpt2_tiny/params.json").exists()
     flags = [
         "launch.sample",

@@ -1,12 +1,14 @@
-"""The data-parallel step (`runtime.mesh`) against the plain single-device step, and its errors."""
+"""Meshes (`runtime.mesh`): data-parallel and FSDP steps against the plain single-device step on 1, 2,
+4 and 8 simulated CPU devices, checkpoints across topologies, two processes against one, and errors."""
 
 import json
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from bytelm import mesh
+from bytelm import mesh, runtime
 from bytelm.errors import ConfigError
 from conftest import CONFIGS, REPO, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
 
@@ -16,7 +18,9 @@ from conftest import CONFIGS, REPO, TINY_FLAGS, assert_one_line_error, mirror_en
     [
         ("", "is empty"),
         ("model=2", "expected comma-separated AXIS=SIZE"),
+        ("data=2,data=2", "expected comma-separated AXIS=SIZE"),
         ("data=0", "sizes are positive"),
+        ("data=-1,fsdp=-1", "at most one may be -1"),
         ("data=x", "expected comma-separated AXIS=SIZE"),
         ("data=3", "needs 3 devices, but 1 are here"),
     ],
@@ -28,81 +32,181 @@ def test_bad_mesh_specs_are_one_line_config_errors(spec, message):
 
 
 def test_a_batch_that_does_not_split_names_both_numbers():
-    import jax
-
-    m = mesh.build("data=-1", jax.local_devices() * 1)
+    m = mesh.build("data=-1")
     mesh.check_batch(m, 12, "train.batch_size")  # one device: anything splits
-    fake = type("M", (), {"shape": {"data": 2}})()
-    with pytest.raises(ConfigError, match=r"train.batch_size 5 does not divide by the 2 devices"):
-        mesh.check_batch(fake, 5, "train.batch_size")
+    fake = type("M", (), {"shape": {"data": 2, "fsdp": 3}})()
+    with pytest.raises(ConfigError, match=r"train.batch_size 9 does not divide by the 6 devices"):
+        mesh.check_batch(fake, 9, "train.batch_size")
 
 
-# Runs in a child with 2 host devices (the count is fixed when JAX starts): 4 steps of each model
-# family on the same random batches, sharded over both devices and on one device without a mesh.
-_SHARDED_VS_PLAIN = r"""
-import json, sys
+def test_fsdp_splits_the_largest_divisible_axis_of_large_leaves():
+    P = mesh.PartitionSpec
+    assert mesh.leaf_spec((256, 128), 4, 1024) == P("fsdp", None)
+    assert mesh.leaf_spec((128, 512), 4, 1024) == P(None, "fsdp")
+    assert mesh.leaf_spec((6, 128), 4, 0) == P(None, "fsdp")  # 6 does not divide by 4
+    assert mesh.leaf_spec((128,), 4, 1024) == P()  # under the size floor
+    assert mesh.leaf_spec((7, 9), 4, 0) == P()  # nothing divides
+    assert mesh.leaf_spec((), 4, 0) == P()
+    assert mesh.leaf_spec((256, 128), 1, 0) == P()  # no fsdp axis
+
+
+def test_cluster_environments_and_partial_flags():
+    assert runtime.cluster_size_from_env({}) == 1
+    assert runtime.cluster_size_from_env({"SLURM_NTASKS": "4"}) == 1  # sbatch itself, not a task of srun
+    assert runtime.cluster_size_from_env({"SLURM_NTASKS": "4", "SLURM_STEP_ID": "0"}) == 4
+    assert runtime.cluster_size_from_env({"OMPI_COMM_WORLD_SIZE": "2"}) == 2
+    assert runtime.start_distributed(None, None, None, {}) == 1  # nothing to join: a no-op
+    with pytest.raises(ConfigError, match="go together"):
+        runtime.start_distributed("127.0.0.1:1", 2, None, {})
+    with pytest.raises(ConfigError, match=r"--process_id 2 must be in \[0, 2\)"):
+        runtime.start_distributed("127.0.0.1:1", 2, 2, {})
+
+
+# Runs in a child with 8 host devices (the count is fixed when JAX starts). For each model family:
+# 20 steps on one device (the reference, as `train_and_evaluate` runs it there), then the same 20
+# steps on meshes over the first 2, 4 and 8 devices, data-parallel and FSDP; then a checkpoint saved
+# at step 10 from an FSDP run on 4 devices is restored onto 1 and onto 2 devices and trained on to
+# step 20. Each mesh is a compilation (seconds), so each family gets the fewest that cover 1, 2, 4, 8
+# devices and both kinds.
+_MESHES_VS_PLAIN = r"""
+import json, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 import jax, jax.numpy as jnp, numpy as np
 import gpt2_tiny, mamba_tiny
-from bytelm import batches, mesh, models, train
-assert jax.device_count() == 2, jax.devices()
+from bytelm import batches, checkpoints, mesh, models, train
+assert jax.device_count() == 8, jax.devices()
+B, L, STEPS, SAVE_AT = 8, 32, 20, 10
+SPECS = {
+    "gpt2": [("data=2", 2), ("fsdp=4", 4), ("data=2,fsdp=4", 8)],
+    "mamba": [("fsdp=2", 2), ("data=4", 4), ("data=2,fsdp=4", 8)],
+}
+ids = np.random.default_rng(1).integers(0, 256, size=(STEPS * B * (L + 1),)).astype(np.uint8)
+starts = lambda i: (np.arange(B) + i * B) * (L + 1)
 out = {}
 for cfg in (gpt2_tiny.get_config(), mamba_tiny.get_config()):
-    cfg.model.seq_len = 32
+    cfg.model.seq_len, cfg.model.num_layers = L, 1
     if cfg.model.name == "mamba":
-        cfg.model.d_model, cfg.model.num_layers = 32, 2
-    else:
-        cfg.model.num_layers = 2
+        cfg.model.d_model = 32
     model, opt = models.build(cfg.model), train.make_optimizer(cfg.train)
-    params = models.init_variables(model, jax.random.key(0))
-    ids = np.random.default_rng(1).integers(0, 256, size=(4 * 6 * 33,)).astype(np.uint8)
-    results = []
-    for m in (None, mesh.build("data=-1")):
-        fresh = jax.tree_util.tree_map(jnp.copy, params)  # the donated step deletes its input buffers
-        state = train.TrainState(jnp.zeros((), jnp.int32), fresh, opt.init(fresh))
-        if m is not None:
-            state = jax.device_put(state, mesh.replicated(m))
-        step, eval_step = train.make_steps(model, opt, 6, 32, mesh=m)
+    params = jax.device_get(models.init_variables(model, jax.random.key(0)))
+    host_state = train.TrainState(np.zeros((), np.int32), params, jax.device_get(opt.init(params)))
+
+    compiled = {}
+
+    def run(m, state, first, last, shardings=None):
+        key = None if m is None else (tuple(m.devices.flat), tuple(m.shape.items()))
+        if key not in compiled:
+            compiled[key] = train.make_steps(model, opt, B, L, mesh=m, state_shardings=shardings)[0]
+        step = compiled[key]
+        make = train.batch_maker(ids, L, B, m)
         losses = []
-        for i in range(4):
-            state, metrics = step(state, batches.make_batch(ids, np.arange(6) * 33 + i, 32))
-            losses.append(float(metrics["loss"]))
-        sums, _ = eval_step(state.params, batches.make_batch(ids, np.arange(6) * 33, 32))
-        results.append((losses, jax.tree_util.tree_leaves(state.params), np.asarray(sums)))
-    (l1, p1, e1), (l2, p2, e2) = results
-    out[cfg.model.name] = {
-        "loss": max(abs(a - b) / abs(a) for a, b in zip(l1, l2)),
-        # Whole-tree relative distance: Adam turns a last-bit difference in a near-zero gradient into
-        # a difference of order lr in that one entry, so a per-entry bound would measure Adam, not sharding.
-        "params": float(
-            np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(p1, p2)) / sum(np.sum(a**2) for a in p1))
-        ),
-        "eval": float(np.max(np.abs(e1 - e2) / np.abs(e1))),
-        "sharded": str(p2[0].sharding),
-    }
+        for i in range(first, last):
+            state, metrics = step(state, make(starts(i)))
+            losses.append(float(mesh.to_host(metrics)["loss"]))
+        return state, losses
+
+    one = mesh.build("data=1", jax.devices()[:1])
+    one_sh = mesh.state_shardings(one, host_state, 0)
+    _, reference = run(one, mesh.put(host_state, one_sh), 0, STEPS, one_sh)
+    rel = lambda a, b: max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    result = {}
+    for spec, n in SPECS[cfg.model.name]:
+        m = mesh.build(spec, jax.devices()[:n])
+        shardings = mesh.state_shardings(m, host_state, 0)
+        state, losses = run(m, mesh.put(host_state, shardings), 0, STEPS, shardings)
+        emb = jax.tree_util.tree_leaves(state.params)[0].sharding.spec
+        result[spec] = {"rel": rel(reference, losses), "first_leaf_spec": str(emb)}
+        if cfg.model.name == "gpt2" and spec == "fsdp=4":  # save at SAVE_AT, restore on 1 and 2 devices
+            folder = tempfile.mkdtemp()
+            state, _ = run(m, mesh.put(host_state, shardings), 0, SAVE_AT, shardings)
+            mngr = checkpoints.manager(folder, 1)
+            checkpoints.save(mngr, SAVE_AT, state, {"note": "saved on 4 devices, fsdp=4"})
+            for spec2, n2 in (("data=1", 1), ("data=2", 2)):  # meshes compiled above
+                m2 = mesh.build(spec2, jax.devices()[:n2])
+                sh2 = mesh.state_shardings(m2, host_state, 0)
+                restored, meta = checkpoints.restore(mngr, SAVE_AT, host_state, sh2)
+                restored = jax.tree_util.tree_unflatten(
+                    jax.tree_util.tree_structure(host_state), jax.tree_util.tree_leaves(restored))
+                devices = {d.id for leaf in jax.tree_util.tree_leaves(restored) for d in leaf.sharding.device_set}
+                _, losses = run(m2, restored, SAVE_AT, STEPS, sh2)
+                result[f"restore {spec} -> {spec2}"] = {
+                    "rel": rel(reference[SAVE_AT:], losses), "devices": sorted(devices), "meta": meta["note"]}
+    out[cfg.model.name] = result
 print(json.dumps(out))
 """
 
 
-def test_the_data_parallel_step_matches_the_single_device_step():
-    env = {**mirror_env(), "JAX_NUM_CPU_DEVICES": "2"}
+def test_meshes_of_1_2_4_and_8_devices_match_the_single_device_step_and_checkpoints_change_topology():
+    env = {**mirror_env(), "JAX_NUM_CPU_DEVICES": "8"}
     proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED_VS_PLAIN, str(CONFIGS)], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, "-c", _MESHES_VS_PLAIN, str(CONFIGS)], cwd=REPO, env=env, capture_output=True, text=True
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for family in ("gpt2", "mamba"):
         r = result[family]
-        assert r["loss"] < 1e-5 and r["eval"] < 1e-5 and r["params"] < 1e-5, (family, r)
-        assert "NamedSharding" in r["sharded"]
+        for spec, row in r.items():
+            assert row["rel"] < 1e-5, (family, spec, row)
+        assert "fsdp" in r["data=2,fsdp=4"]["first_leaf_spec"]
+    assert "fsdp" not in result["gpt2"]["data=2"]["first_leaf_spec"]
+    assert result["gpt2"]["restore fsdp=4 -> data=1"]["devices"] == [0]
+    assert result["gpt2"]["restore fsdp=4 -> data=2"]["devices"] == [0, 1]
+    assert result["gpt2"]["restore fsdp=4 -> data=2"]["meta"] == "saved on 4 devices, fsdp=4"
 
 
-def test_training_on_two_cpu_devices_and_a_batch_that_does_not_split(workspace):
-    base = ["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", "--config.sample.generate=0", *TINY_FLAGS]
-    proc = run_module(
-        [*base, "--workdir=runs/two", "--config.train.steps=2", "--config.runtime.cpu_devices=2"], workspace
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(workspace):
+    """Two `launch.train` processes with one CPU device each (gloo collectives over 127.0.0.1) against
+    one process with two devices: the same mesh, so the same losses; only process 0 prints and writes."""
+    base = [
+        sys.executable,
+        "-m",
+        "launch.train",
+        f"--config={CONFIGS}/gpt2_tiny.py",
+        "--config.train.steps=3",
+        "--config.sample.generate=0",
+        "--config.runtime.mesh=fsdp=2",
+        "--config.runtime.fsdp_min_size=0",
+        *TINY_FLAGS,
+    ]
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [*base, "--workdir=runs/multi", "--config.runtime.cpu_devices=1", f"--coordinator_address=127.0.0.1:{port}"]
+            + ["--num_processes=2", f"--process_id={i}"],
+            cwd=workspace,
+            env=mirror_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, e) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, e[-3000:]
+    assert "in 2 processes" in outputs[0][0] and "summary:" in outputs[0][0]
+    # Process 1 prints nothing of ours (gloo's C++ announces each connection on stdout itself).
+    assert [line for line in outputs[1][0].splitlines() if not line.startswith("[Gloo]")] == []
+    single = run_module(
+        ["launch.train", *base[3:], "--workdir=runs/single", "--config.runtime.cpu_devices=2"], workspace
     )
-    assert "summary:" in proc.stdout and "2 devices" in proc.stdout
+    assert "each batch split over 2 devices; state sharded over fsdp=2" in single.stdout
+    logs = [json.loads((workspace / f"runs/{d}/train_log.json").read_text()) for d in ("multi", "single")]
+    losses = [[r["loss"] for r in log["records"]] for log in logs]
+    assert len(losses[0]) == 3 and max(abs(a - b) / a for a, b in zip(*losses, strict=True)) < 1e-5, losses
+    assert logs[0]["summary"]["final_val_loss"] == pytest.approx(logs[1]["summary"]["final_val_loss"], rel=1e-5)
+    packs = [(workspace / f"runs/{d}/params.json").stat().st_size for d in ("multi", "single")]
+    assert packs[0] == packs[1]  # written whole, gathered from both processes' shards
+
+
+def test_a_batch_that_does_not_split_over_two_cpu_devices(workspace):
+    base = ["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", "--config.sample.generate=0", *TINY_FLAGS]
     bad = run_module(
         [*base, "--workdir=runs/odd", "--config.runtime.cpu_devices=2", "--config.train.batch_size=5"],
         workspace,
