@@ -143,6 +143,18 @@ def test_shapes_print_modules_and_parameters_without_training(config, total):
     assert models.count_params(shapes.parameter_shapes(model)) == total
 
 
+def test_gpt2_small_has_gpt2_small_shapes_at_the_byte_vocabulary():
+    import gpt2_small
+
+    model = models.build(gpt2_small.get_config().model)  # shapes only: nothing is allocated
+    params = shapes.parameter_shapes(model)  # {"params/h_0/attn/qkv/kernel": shape, ...}
+    shape = lambda path: tuple(getattr(params[f"params/{path}"], "shape", params[f"params/{path}"]))
+    assert shape("h_11/mlp/fc/kernel") == (768, 3072)
+    assert shape("wpe") == (1024, 768) and shape("wte") == (256, 768)
+    # 12 × 7,087,872 per block + 256·768 + 1024·768 + the final LayerNorm's 1,536
+    assert models.count_params(shapes.parameter_shapes(model)) == 86_039_040
+
+
 def test_shapes_total_matches_what_training_reported(plotted_run):
     cfg, _, summary, _ = plotted_run
     calls = shapes.module_calls(models.build(cfg.model), 2, cfg.model.seq_len)
