@@ -67,7 +67,9 @@ def sample_config() -> ml_collections.ConfigDict:
 
 def runtime_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.compilation_cache_dir = ""  # a folder for JAX's persistent compilation cache ('' = off)
+    # JAX's persistent compilation cache ('' = off; JAX_COMPILATION_CACHE_DIR, when set, wins). A second
+    # tiny runtime check takes 12.3 s instead of 20.6 s with it (first step 1.9 s instead of 5.3 s).
+    c.compilation_cache_dir = "~/.cache/bytelm/jax"
     # Host CPU devices JAX creates (0 = JAX's default, one), set before JAX starts; with `mesh` each
     # takes half the batch. 2 measured +20% training tokens/s for gpt2_tiny on the 2-core CPU (8,839
     # against 7,388, same-run medians, `launch.benchmark --only=train`). No effect on GPU runs.

@@ -9,11 +9,11 @@ import jax
 from bytelm.errors import ConfigError
 
 
-def configure(runtime_config) -> None:
+def configure(runtime_config, compilation_cache: bool = True) -> None:
     """Applies the runtime section: host CPU devices and JAX's persistent compilation cache.
 
     Entry points call it first, before anything starts JAX's backends: the CPU device count can
-    only be set then.
+    only be set then. `compilation_cache=False` leaves the cache off (the benchmark times compiles).
     """
     cpu_devices = runtime_config.get("cpu_devices", 0)
     if cpu_devices:
@@ -21,7 +21,11 @@ def configure(runtime_config) -> None:
             jax.config.update("jax_num_cpu_devices", int(cpu_devices))
         except RuntimeError as e:  # JAX already started: only in-process callers can get here
             raise ConfigError(f"runtime.cpu_devices={cpu_devices} must be set before JAX starts ({e})") from None
-    cache_dir = runtime_config.get("compilation_cache_dir", "")
+    if not compilation_cache:
+        jax.config.update("jax_enable_compilation_cache", False)  # also one named by the environment
+        return
+    # An environment that names its own cache (a test session, a cluster's shared cache) keeps it.
+    cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR") or runtime_config.get("compilation_cache_dir", "")
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
         # Cache even small programs: on a CPU their compile time is what start-up is made of.

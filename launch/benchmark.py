@@ -241,7 +241,8 @@ def main() -> None:
     if _REPEATS.value < 1 or _TRAIN_STEPS.value < 1:
         raise UsageError(f"--repeats and --train_steps must be at least 1, got {_REPEATS.value}, {_TRAIN_STEPS.value}")
     config = _CONFIG.value
-    runtime.configure(config.runtime)  # CPU devices and the compilation cache, before JAX starts
+    # CPU devices before JAX starts; no persistent cache, so that compile times are compile times.
+    runtime.configure(config.runtime, compilation_cache=False)
     configs = {name: load_config(name) for name in ("gpt2_tiny", "mamba_tiny")}
     doc = {"machine": machine(), "repeats": _REPEATS.value}
     previous_scan = []
