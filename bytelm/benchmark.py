@@ -222,14 +222,12 @@ def bench_train(
     model, opt = models.build(config.model), train.make_optimizer(tc)
     params = models.init_variables(model, jax.random.key(tc.seed))
     mesh = mesh_lib.build(config.runtime.mesh)
-    state = jax.device_put(
-        train.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params)), mesh_lib.replicated(mesh)
-    )
-    train_step, _ = train.make_steps(model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh)
+    state, shardings = train.place_state(params, opt, mesh, config.runtime.fsdp_min_size)
+    train_step, _ = train.make_steps(model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh, shardings)
+    make = train.batch_maker(corpus_ids, seq_len, tc.batch_size, mesh)
 
     def batch(i: int) -> batches.Batch:
-        starts = batches.train_starts(corpus_ids.size, seq_len, tc.batch_size, i, config.data.seed, None)
-        return batches.make_batch(corpus_ids, starts, seq_len)
+        return make(batches.train_starts(corpus_ids.size, seq_len, tc.batch_size, i, config.data.seed, None))
 
     t = time.perf_counter()
     compiled = train_step.lower(state, batch(0)).compile()

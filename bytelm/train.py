@@ -159,6 +159,14 @@ def make_steps(
     )
 
 
+def place_state(params, optimizer, mesh, fsdp_min_size: int) -> tuple[TrainState, TrainState]:
+    """A fresh `TrainState` from `params` laid out on `mesh` (`bytelm.mesh`), and its shardings
+    (a `TrainState` of them, for `make_steps` and for restoring checkpoints)."""
+    host_state = TrainState(np.zeros((), np.int32), params, optimizer.init(params))
+    shardings = mesh_lib.state_shardings(mesh, host_state, fsdp_min_size)
+    return mesh_lib.put(host_state, shardings), shardings
+
+
 def batch_maker(ids: np.ndarray, seq_len: int, batch_size: int, mesh=None) -> Callable[[np.ndarray], batches.Batch]:
     """`make(starts)`: the batch of the windows at `starts` (`[batch_size]`), ready for the steps.
 
@@ -352,10 +360,7 @@ def train_and_evaluate(
     n_params = models.count_params(params)
     optimizer = make_optimizer(tc)
     mesh = mesh_lib.build(config.runtime.mesh)
-    host_state = TrainState(np.zeros((), np.int32), params, optimizer.init(params))
-    shardings = mesh_lib.state_shardings(mesh, host_state, config.runtime.fsdp_min_size)
-    state = mesh_lib.put(host_state, shardings)
-    del host_state
+    state, shardings = place_state(params, optimizer, mesh, config.runtime.fsdp_min_size)
     train_step, eval_step = make_steps(model, optimizer, tc.batch_size, seq_len, tc.max_grad_norm_skip, mesh, shardings)
     make_train = batch_maker(data.train, seq_len, tc.batch_size, mesh)
     make_eval = batch_maker(data.val, seq_len, tc.eval_batch_size, mesh)

@@ -3,6 +3,7 @@ summary and the inferred shapes."""
 
 import html
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,9 @@ def test_plot_of_a_mismatched_log_warns_and_still_draws():
 def test_report_page_in_headless_chromium(plotted_run):
     """The page as Chromium renders it: charts, tables, probes and text are all in the DOM."""
     if browser.find_chromium() is None:
+        # CI (.ci/run) installs Chromium and says so: there, a browser we cannot find is a failure.
+        if os.environ.get("BYTELM_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("BYTELM_REQUIRE_CHROMIUM=1 but browser.find_chromium() found no Chromium")
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium): the page was not rendered")
     _, workdir, summary, _ = plotted_run
     proc = inspect(f"--workdir={workdir}", "--screenshot")
