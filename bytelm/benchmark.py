@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bytelm import batches, models, param_pack, sampling, train
+from bytelm import batches, models, param_pack, runtime, sampling, train
 from bytelm import mesh as mesh_lib
 
 
@@ -219,7 +219,10 @@ def bench_train(
     queued. Compile time is timed apart (`lower().compile()`); then 5 warm-up steps; then `repeats`
     runs of `steps` steps, each giving one tokens/s figure."""
     tc, seq_len = config.train, config.model.seq_len
-    model, opt = models.build(config.model), train.make_optimizer(tc)
+    kernels, kernel_warning = runtime.model_kernels(config)
+    if kernel_warning:
+        log(f"warning: {kernel_warning}")
+    model, opt = models.build(config.model, **kernels), train.make_optimizer(tc)
     params = models.init_variables(model, jax.random.key(tc.seed))
     mesh = mesh_lib.build(config.runtime.mesh)
     state, shardings = train.place_state(params, opt, mesh, config.runtime.fsdp_min_size)
@@ -255,6 +258,7 @@ def bench_train(
     all_steps = [s for r in runs for s in r]
     out = {
         "config": config.name,
+        "kernels": kernels or {"attention": "einsum", "compute_dtype": "float32"},
         "devices": mesh.size,
         "params": models.count_params(params),
         "tokens_per_step": tokens,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 
 from bytelm.errors import ConfigError
 
@@ -31,6 +32,41 @@ def configure(runtime_config, compilation_cache: bool = True) -> None:
         # Cache even small programs: on a CPU their compile time is what start-up is made of.
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def model_kernels(config) -> tuple[dict[str, str], str | None]:
+    """The `models.build` kernel options `config.runtime.fast_kernels` asks for on this backend, and a
+    one-line warning when they fall back.
+
+    Fast kernels are cuDNN's fused attention with bfloat16 matmuls (float32 parameters, optimizer
+    state, residual stream and softmax). Without cuDNN attention on a GPU they fall back to XLA's
+    attention, still in bfloat16; on a CPU to the default float32 kernels, because bfloat16 matmuls
+    measured 1.4x slower than float32 on the 2-core CPU (no bfloat16 units)."""
+    if not config.runtime.get("fast_kernels", False):
+        return {}, None
+    if config.model.name != "gpt2":
+        return {}, f"runtime.fast_kernels applies to gpt2 only; {config.model.name} runs with its default kernels"
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return {}, f"runtime.fast_kernels: no cuDNN attention on the {backend} backend; using the float32 defaults"
+    m = config.model
+    reason = _cudnn_attention_problem((1, m.seq_len, m.num_heads, m.head_dim))
+    if reason:
+        return {"attention": "xla", "compute_dtype": "bfloat16"}, (
+            f"runtime.fast_kernels: cuDNN attention unavailable ({reason}); using XLA attention in bfloat16"
+        )
+    return {"attention": "cudnn", "compute_dtype": "bfloat16"}, None
+
+
+def _cudnn_attention_problem(shape_BxLxHxK: tuple[int, ...]) -> str | None:
+    """Why cuDNN attention cannot compile for this head layout here (None when it can)."""
+    q = jax.ShapeDtypeStruct(shape_BxLxHxK, jnp.bfloat16)
+    attend = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    try:
+        jax.jit(attend).lower(q, q, q).compile()
+    except Exception as e:  # whatever cuDNN or JAX says, the caller falls back and says why
+        return " ".join(str(e).split())[:160] or type(e).__name__
+    return None
 
 
 # Environment variables that mean "this process is one of several tasks of a cluster job"; when one

@@ -2,6 +2,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -92,8 +93,15 @@ def test_run_directory_holds_config_pack_and_log(tiny_run):
 
 
 def test_same_config_and_seed_give_bit_identical_parameters(tiny_run, tmp_path):
+    """Also with `runtime.fast_kernels`, which on a CPU falls back to the same float32 kernels."""
     cfg, workdir, _ = tiny_run
-    train.train_and_evaluate(cfg, tmp_path, out=lambda s: None, stream=lambda s: None)
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.runtime.fast_kernels = True
+    logs = []
+    train.train_and_evaluate(cfg, tmp_path, out=logs.append, stream=lambda s: None)
+    assert [line for line in logs if line.startswith("warning:")] == [
+        "warning: runtime.fast_kernels: no cuDNN attention on the cpu backend; using the float32 defaults"
+    ]
     a = param_pack.flatten(param_pack.load_pack(workdir / "params.json"))
     b = param_pack.flatten(param_pack.load_pack(tmp_path / "params.json"))
     assert a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import chex
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpt2_tiny
-from bytelm import models, param_pack
+from bytelm import models, param_pack, runtime
 from bytelm.errors import ConfigError
 from bytelm.models.transformer import GPT2, GPT2Config, causal_attention
 
@@ -85,6 +86,54 @@ def test_causal_attention_matches_a_loop_reference():
         s = jnp.einsum("bhk,bshk->bhs", q[:, i], k[:, : i + 1]) / 2.0
         ref = jnp.einsum("bhs,bshk->bhk", jax.nn.softmax(s, -1), v[:, : i + 1])
         np.testing.assert_allclose(out[:, i], ref, rtol=1e-5, atol=1e-6)
+
+
+def _kernel_variants(**kernels):
+    """SMALL with the default kernels and with `kernels`, one set of variables, random one-hot inputs."""
+    ref, fast = GPT2(SMALL), GPT2(dataclasses.replace(SMALL, **kernels))
+    variables = models.init_variables(ref, jax.random.key(5))
+    x = jax.nn.one_hot(jax.random.randint(jax.random.key(6), (3, 16), 0, 256), 256)
+    return ref, fast, variables, x
+
+
+def test_xla_attention_kernel_matches_the_written_out_attention():
+    """`jax.nn.dot_product_attention` (the fast path; 'cudnn' differs only in its implementation
+    string) takes the same layout and causal mask as `causal_attention`."""
+    ref, fast, variables, x = _kernel_variants(attention="xla")
+    np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), rtol=1e-5, atol=1e-5)
+    g_ref = jax.grad(lambda v: ref.apply(v, x).sum())(variables)
+    g_fast = jax.grad(lambda v: fast.apply(v, x).sum())(variables)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_fast, g_ref)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_gradients_and_logits():
+    ref, fast, variables, x = _kernel_variants(compute_dtype="bfloat16")
+    assert jax.tree_util.tree_structure(models.init_variables(fast, jax.random.key(5))) == (
+        jax.tree_util.tree_structure(variables)
+    )
+    chex.assert_trees_all_equal_dtypes(models.init_variables(fast, jax.random.key(5)), variables)
+    logits, logits_ref = fast.apply(variables, x), ref.apply(variables, x)
+    chex.assert_type(logits, jnp.float32)
+    # bfloat16 keeps 8 significant bits: the logits agree to about 1% of their spread.
+    assert float(jnp.abs(logits - logits_ref).max()) < 0.02 * float(logits_ref.std()) + 1e-3
+    grads = jax.grad(lambda v: fast.apply(v, x).sum())(variables)
+    chex.assert_trees_all_equal_dtypes(grads, variables)
+
+
+def test_fast_kernels_fall_back_on_a_cpu_with_one_line():
+    cfg = gpt2_tiny.get_config()
+    assert runtime.model_kernels(cfg) == ({}, None)  # off by default
+    cfg.runtime.fast_kernels = True
+    kernels, warning = runtime.model_kernels(cfg)
+    assert kernels == {} and "no cuDNN attention on the cpu backend" in warning and "\n" not in warning
+    problem = runtime._cudnn_attention_problem((1, 64, 4, 32))  # what a GPU without cuDNN would be told
+    assert problem and "\n" not in problem
+    cfg.model.name = "mamba"
+    assert runtime.model_kernels(cfg)[1].startswith("runtime.fast_kernels applies to gpt2 only")
+    with pytest.raises(ConfigError, match="gpt2 only"):
+        models.build(cfg.model, compute_dtype="bfloat16")
+    with pytest.raises(ConfigError, match="compute dtype 'float16'"):
+        models.build(gpt2_tiny.get_config().model, compute_dtype="float16")
 
 
 def test_bad_sizes_are_config_errors():

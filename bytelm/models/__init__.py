@@ -18,11 +18,16 @@ from bytelm.tokenizer import VOCAB_SIZE
 MODEL_NAMES = ("gpt2", "mamba")
 
 
-def build(model_config) -> nn.Module:
-    """The flax module named by `model_config.name`, with sizes from the same config."""
+def build(model_config, **kernels: str) -> nn.Module:
+    """The flax module named by `model_config.name`, with sizes from the same config.
+
+    `kernels` (GPT-2 only: `attention`, `compute_dtype`) choose how it computes, not what: the
+    parameters are the same tree either way (`bytelm.runtime.model_kernels` picks them)."""
     name = model_config.name
     if name == "gpt2":
-        return GPT2(GPT2Config.from_config(model_config))
+        return GPT2(GPT2Config.from_config(model_config, **kernels))
+    if kernels:
+        raise ConfigError(f"kernel options {', '.join(kernels)} apply to gpt2 only, not {name}")
     if name == "mamba":
         return mamba.Mamba(mamba.MambaConfig.from_config(model_config))
     raise ConfigError(f"unknown model.name {name!r}: choose one of {', '.join(MODEL_NAMES)}")

@@ -16,6 +16,13 @@ a GPT-2 of the same sizes:
 
 (every dense layer also has a `bias`). Shapes in names: B batch, L sequence, D width, H heads,
 K head_dim, V vocabulary (256).
+
+Kernels (`GPT2Config.attention`, `compute_dtype`; chosen by `config.runtime.fast_kernels`, never by
+the model config, so a pack does not depend on them): the default is float32 with the attention
+written out below (`causal_attention`); the fast path is bfloat16 matmuls over float32 parameters,
+with the residual stream, layer-norm statistics, softmax and logits in float32, and attention
+through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU). Cached decoding always uses
+`causal_attention`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from bytelm.tokenizer import VOCAB_SIZE
 
 LAYER_NORM_EPS = 1e-5  # GPT-2's value
 INIT_STD = 0.02  # GPT-2's initialiser: normal(0, 0.02) for every matrix
+# 'einsum': `causal_attention` below; 'xla' and 'cudnn': `jax.nn.dot_product_attention`'s implementations.
+ATTENTION_KERNELS = ("einsum", "xla", "cudnn")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,29 +56,50 @@ class GPT2Config:
     head_dim: int
     ffn_hidden: int
     vocab_size: int = VOCAB_SIZE
+    attention: str = "einsum"  # one of ATTENTION_KERNELS (training and prefill-free forward passes)
+    compute_dtype: str = "float32"  # matmul dtype; parameters stay float32 either way
 
     @property
     def width(self) -> int:
         return self.num_heads * self.head_dim
 
+    @property
+    def dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.compute_dtype)
+
     @classmethod
-    def from_config(cls, model_config) -> GPT2Config:
-        """Builds and validates the sizes from `config.model` (a ConfigDict)."""
+    def from_config(cls, model_config, attention: str = "einsum", compute_dtype: str = "float32") -> GPT2Config:
+        """Builds and validates the sizes from `config.model` (a ConfigDict), with the kernels."""
         cfg = cls(
             seq_len=model_config.seq_len,
             num_layers=model_config.num_layers,
             num_heads=model_config.num_heads,
             head_dim=model_config.head_dim,
             ffn_hidden=model_config.ffn_hidden,
+            attention=attention,
+            compute_dtype=compute_dtype,
         )
         for field in ("seq_len", "num_layers", "num_heads", "head_dim", "ffn_hidden"):
             if getattr(cfg, field) < 1:
                 raise ConfigError(f"model.{field} must be at least 1, got {getattr(cfg, field)}")
+        if attention not in ATTENTION_KERNELS or compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(
+                f"attention {attention!r} / compute dtype {compute_dtype!r}: expected one of "
+                f"{', '.join(ATTENTION_KERNELS)} / {', '.join(COMPUTE_DTYPES)}"
+            )
         return cfg
 
 
-def _dense(features: int, std: float, name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.normal(std), bias_init=nn.initializers.zeros, name=name)
+def _dense(features: int, std: float, name: str, dtype=jnp.float32) -> nn.Dense:
+    # `dtype` is the matmul's; the kernel and bias are stored (and updated) in float32.
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.normal(std),
+        bias_init=nn.initializers.zeros,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
 
 class KVCache(NamedTuple):
@@ -89,8 +120,10 @@ def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.
     q_pos = jnp.arange(L) + (0 if pos is None else pos)
     scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) / math.sqrt(q_BxLxHxK.shape[-1])
     visible_LxS = jnp.arange(S)[None, :] <= q_pos[:, None]
-    scores_BxHxLxS = jnp.where(visible_LxS, scores_BxHxLxS, jnp.finfo(scores_BxHxLxS.dtype).min)
-    weights_BxHxLxS = jax.nn.softmax(scores_BxHxLxS, axis=-1)
+    # The softmax runs in float32 whatever the compute dtype (a no-op cast in float32).
+    scores_BxHxLxS = scores_BxHxLxS.astype(jnp.float32)
+    scores_BxHxLxS = jnp.where(visible_LxS, scores_BxHxLxS, jnp.finfo(jnp.float32).min)
+    weights_BxHxLxS = jax.nn.softmax(scores_BxHxLxS, axis=-1).astype(v_BxSxHxK.dtype)
     return jnp.einsum("bhls,bshk->blhk", weights_BxHxLxS, v_BxSxHxK)
 
 
@@ -102,9 +135,11 @@ class CausalSelfAttention(nn.Module):
         c = self.config
         B, L, D = x_BxLxD.shape
         # One matmul for q, k and v, as GPT-2's c_attn: fewer, larger ops.
-        qkv_BxLx3D = _dense(3 * D, INIT_STD, "qkv")(x_BxLxD)
+        qkv_BxLx3D = _dense(3 * D, INIT_STD, "qkv", c.dtype)(x_BxLxD)
         q, k, v = (a[:, :, 0] for a in jnp.split(qkv_BxLx3D.reshape(B, L, 3, c.num_heads, c.head_dim), 3, axis=2))
-        if cache is None:
+        if cache is None and c.attention != "einsum":  # the same [B, L, H, K] layout and causal mask
+            y_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=c.attention)
+        elif cache is None:
             y_BxLxHxK = causal_attention(q, k, v)
         else:  # write this call's keys and values at their positions, then attend over the cache
             cache = KVCache(
@@ -113,7 +148,7 @@ class CausalSelfAttention(nn.Module):
             )
             y_BxLxHxK = causal_attention(q, cache.k, cache.v, pos)
         # Residual projections are scaled by 1/sqrt(2·layers), per GPT-2: each block adds two.
-        out = _dense(D, INIT_STD / math.sqrt(2 * c.num_layers), "proj")(y_BxLxHxK.reshape(B, L, D))
+        out = _dense(D, INIT_STD / math.sqrt(2 * c.num_layers), "proj", c.dtype)(y_BxLxHxK.reshape(B, L, D))
         return out, cache
 
 
@@ -123,8 +158,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         c = self.config
-        h_BxLxF = nn.gelu(_dense(c.ffn_hidden, INIT_STD, "fc")(x_BxLxD), approximate=True)
-        return _dense(c.width, INIT_STD / math.sqrt(2 * c.num_layers), "proj")(h_BxLxF)
+        h_BxLxF = nn.gelu(_dense(c.ffn_hidden, INIT_STD, "fc", c.dtype)(x_BxLxD), approximate=True)
+        return _dense(c.width, INIT_STD / math.sqrt(2 * c.num_layers), "proj", c.dtype)(h_BxLxF)
 
 
 class Block(nn.Module):
@@ -132,11 +167,14 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, cache: KVCache | None = None, pos=0):
+        # The residual stream stays float32: a bfloat16 branch output is promoted when it is added.
+        dtype = self.config.dtype
         a, cache = CausalSelfAttention(self.config, name="attn")(
-            nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_1")(x_BxLxD), cache, pos
+            nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name="ln_1")(x_BxLxD), cache, pos
         )
         x_BxLxD = x_BxLxD + a
-        x_BxLxD = x_BxLxD + MLP(self.config, name="mlp")(nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_2")(x_BxLxD))
+        h_BxLxD = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name="ln_2")(x_BxLxD)
+        x_BxLxD = x_BxLxD + MLP(self.config, name="mlp")(h_BxLxD)
         return x_BxLxD, cache
 
 
@@ -167,8 +205,9 @@ class GPT2(nn.Module):
         for i in range(c.num_layers):
             x_BxLxD, layer_cache = Block(c, name=f"h_{i}")(x_BxLxD, None if cache is None else cache[i], pos)
             new_cache.append(layer_cache)
-        x_BxLxD = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="ln_f")(x_BxLxD)
-        logits_BxLxV = x_BxLxD @ wte.T  # the head is tied to the token embedding
+        x_BxLxD = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=c.dtype, name="ln_f")(x_BxLxD)
+        # The head is tied to the token embedding; logits come back float32 in any compute dtype.
+        logits_BxLxV = (x_BxLxD @ wte.T.astype(c.dtype)).astype(jnp.float32)
         chex.assert_shape(logits_BxLxV, (B, L, c.vocab_size))
         return logits_BxLxV if cache is None else (logits_BxLxV, tuple(new_cache))
 
