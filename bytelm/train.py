@@ -563,7 +563,8 @@ def train_and_evaluate(
         out(f"sample (prompt {config.sample.prompt!r}, {sample_settings.generate} bytes):")
         stream(config.sample.prompt)
         text = sampling.sample_text(
-            model,
+            # The default kernels, whatever trained: the same text `launch.sample` gives from the pack.
+            models.build(config.model),
             final_params,
             config.sample.prompt,
             sample_settings,

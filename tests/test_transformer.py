@@ -10,6 +10,7 @@ import pytest
 import gpt2_tiny
 from bytelm import models, param_pack, runtime
 from bytelm.errors import ConfigError
+from bytelm.models import transformer
 from bytelm.models.transformer import GPT2, GPT2Config, causal_attention
 
 SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
@@ -118,6 +119,10 @@ def test_bfloat16_compute_keeps_float32_parameters_gradients_and_logits():
     assert float(jnp.abs(logits - logits_ref).max()) < 0.02 * float(logits_ref.std()) + 1e-3
     grads = jax.grad(lambda v: fast.apply(v, x).sum())(variables)
     chex.assert_trees_all_equal_dtypes(grads, variables)
+    cache = transformer.empty_cache(SMALL, 3)  # cached decoding works in bfloat16 too, into a float32 cache
+    step_logits, cache = fast.apply(variables, x[:, :4], cache, 0)
+    chex.assert_type([step_logits, cache[0].k], [jnp.float32, jnp.float32])
+    assert float(jnp.abs(step_logits - logits_ref[:, :4]).max()) < 0.02 * float(logits_ref.std()) + 1e-3
 
 
 def test_fast_kernels_fall_back_on_a_cpu_with_one_line():

@@ -142,9 +142,9 @@ class CausalSelfAttention(nn.Module):
         elif cache is None:
             y_BxLxHxK = causal_attention(q, k, v)
         else:  # write this call's keys and values at their positions, then attend over the cache
-            cache = KVCache(
-                jax.lax.dynamic_update_slice_in_dim(cache.k, k, pos, axis=1),
-                jax.lax.dynamic_update_slice_in_dim(cache.v, v, pos, axis=1),
+            cache = KVCache(  # (the cache keeps its own dtype whatever the compute dtype)
+                jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), pos, axis=1),
+                jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), pos, axis=1),
             )
             y_BxLxHxK = causal_attention(q, cache.k, cache.v, pos)
         # Residual projections are scaled by 1/sqrt(2·layers), per GPT-2: each block adds two.
