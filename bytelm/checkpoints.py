@@ -72,6 +72,12 @@ def latest_step(workdir: Path) -> int | None:
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
     """Writes the train state and the JSON-ready `meta` as checkpoint `step`, then prunes old ones."""
+    if jax.process_count() == 1:
+        # Host copies first, in one transfer: given device arrays, orbax slices every leaf's replica
+        # on the device (one dispatch each) before copying. Measured for gpt2_tiny's 159 leaves:
+        # 0.52-0.70 s per save (1.2-1.4 s for a process's first) -> 0.23-0.26 s. Same bits on disk.
+        # (With several processes each holds only its shards, which orbax must write itself.)
+        state = jax.device_get(state)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level

@@ -19,7 +19,9 @@ def data_config() -> ml_collections.ConfigDict:
     c.windows = 0  # N > 0: train on a fixed bank of N windows; 0: fresh random windows every step
     c.seed = 0  # seeds window positions; independent of the model's init seed
     c.eval_windows = 512  # validation windows per periodic evaluation (evenly spread; 0 = the whole split)
-    c.final_eval_windows = 0  # windows for the evaluation after the last step (0 = the whole split)
+    # Windows for the evaluation after the last step: by default the periodic evaluations' windows, so the
+    # curve's last point compares with the others (0 = the whole split: 1,743 windows, ~4.3 s for gpt2_tiny here).
+    c.final_eval_windows = 512
     return c
 
 

@@ -7,6 +7,7 @@ explicit keys (the init) and from (data seed, step) for the windows, so a run is
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import shutil
@@ -29,6 +30,10 @@ from bytelm import batches, checkpoints, corpus, models, param_pack, plots, prob
 from bytelm import mesh as mesh_lib
 from bytelm.atomic_io import atomic_write_json, json_safe
 from bytelm.errors import BytelmError, ConfigError, RunDirError, Stopped
+
+# Evaluation batches dispatched ahead of the one being read back: the host builds the next batch's
+# one-hot tensors while the devices run this one (more would only hold more batches in memory).
+EVAL_IN_FLIGHT = 1
 
 
 class TrainingDiverged(BytelmError):
@@ -283,14 +288,24 @@ def evaluate(
     """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error.
 
     `make` is a `batch_maker` for the validation split at `batch_size`."""
-    sums, counts = [], []
+    sums, counts, in_flight = [], [], collections.deque()
+
+    def collect() -> None:
+        out, n = in_flight.popleft()
+        s, c = mesh_lib.to_host(out)
+        sums.append(s[:n])
+        counts.append(c[:n])
+
     for i in range(0, starts.size, batch_size):
         chunk = starts[i : i + batch_size]
         # The last batch repeats its last window up to the fixed shape (one compile); the repeats'
-        # per-window results are dropped below.
-        s, c = mesh_lib.to_host(eval_step(params, make(np.pad(chunk, (0, batch_size - chunk.size), mode="edge"))))
-        sums.append(s[: chunk.size])
-        counts.append(c[: chunk.size])
+        # per-window results are dropped in `collect`.
+        batch = make(np.pad(chunk, (0, batch_size - chunk.size), mode="edge"))
+        in_flight.append((eval_step(params, batch), chunk.size))
+        if len(in_flight) > EVAL_IN_FLIGHT:
+            collect()
+    while in_flight:
+        collect()
     s, c = np.concatenate(sums), np.concatenate(counts)
     loss = float(s.sum() / c.sum())
     per_window = s / np.maximum(c, 1)
@@ -409,7 +424,7 @@ def train_and_evaluate(
     if config.data.windows:
         bank = batches.window_bank(data.train.size, seq_len, config.data.windows, config.data.seed)
     val_starts = batches.eval_starts(data.val.size, seq_len, config.data.eval_windows)
-    # The final figure is worth a larger sample than the periodic ones (by default the whole split).
+    # The final figure may take a larger sample than the periodic ones (0: the whole split).
     final_starts = batches.eval_starts(data.val.size, seq_len, config.data.final_eval_windows)
     forward = jax.jit(model.apply)  # one compilation for both probes
     train_starts = lambda step: batches.train_starts(  # noqa: E731 - the windows of `step` (1-based)

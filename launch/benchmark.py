@@ -126,7 +126,13 @@ def markdown(doc: dict) -> str:
             lines += [
                 f"| {p['peer']} | {p['steps']} | {p['val_loss']:.4f} | {p['wall_s']:.1f} | {p['tokens_per_s']:,.0f} |",
                 "",
-                f"bytelm wall / peer wall = **{p['wall_ratio']:.2f}**.",
+                f"bytelm wall / peer wall = **{p['wall_ratio']:.2f}**. Both evaluate "
+                + (
+                    f"the same {o['final_eval_windows']} evenly spread validation windows"
+                    if o.get("final_eval_windows", 0)
+                    else "the whole validation split"
+                )
+                + " at the end; bytelm's wall time also holds its periodic evaluations and checkpoints.",
             ]
         lines.append("")
     if "pack" in doc:
@@ -227,6 +233,7 @@ def recipe(config, log) -> dict:
     out = {
         k: s[k] for k in ("steps", "final_val_loss", "final_val_loss_stderr", "tokens_per_s", "train_wall_s", "wall_s")
     }
+    out["final_eval_windows"] = config.data.final_eval_windows  # the peer evaluates the same windows
     log(
         f"recipe  {config.name} {s['steps']} steps: val {s['final_val_loss']:.4f}, wall {s['wall_s']:.1f} s "
         f"(training {s['train_wall_s']:.1f} s), {s['tokens_per_s']:,.0f} tok/s"

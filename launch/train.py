@@ -15,7 +15,6 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from bytelm import runtime, train
 from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file (configs/*.py)", lock_config=True)
@@ -28,6 +27,10 @@ flags.mark_flag_as_required("config")
 
 
 def main() -> None:
+    # Imported here, after the flags parsed: JAX and friends take ~1.7 s to import, and a mistyped
+    # flag should cost a fraction of a second.
+    from bytelm import runtime, train
+
     config = _CONFIG.value
     runtime.configure(config.runtime)
     runtime.start_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, dict(os.environ))

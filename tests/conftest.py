@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,8 @@ sys.path.insert(0, str(CONFIGS))  # config files are plain modules: `import gpt2
 # most of what a tiny run costs on this CPU. Set before any test imports JAX, which reads it then.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bytelm-test-jax-cache-")
+    # Removed by the process that made it (pytest itself, or xdist's controller) when the session ends.
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
     # Cache every program, not only those that take over a second to compile: the tiny test programs
     # are each compiled by several runs (measured 10% off the checkpoint tests).
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

@@ -199,7 +199,7 @@ def test_recurrent_sampler_matches_full_forward_sampling():
 
 
 @pytest.mark.slow
-def test_200_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
+def test_100_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
     from bytelm import train
 
     cfg = mamba_tiny.get_config()
@@ -207,8 +207,8 @@ def test_200_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(ti
     cfg.model.d_model = 64
     cfg.model.num_layers = 2
     cfg.model.seq_len = 64
-    cfg.train.steps = 200
-    cfg.train.eval_every = 100
+    cfg.train.steps = 100
+    cfg.train.eval_every = 50
     cfg.data.eval_windows = 64
     cfg.data.final_eval_windows = 128
     cfg.train.progress = "none"
@@ -216,4 +216,4 @@ def test_200_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(ti
     train.train_and_evaluate(cfg, tmp_path, out=lambda s: None)
     evaluations = [e["val_loss"] for e in json.loads((tmp_path / "train_log.json").read_text())["evaluations"]]
     assert evaluations[0] > 5.0
-    assert evaluations[-1] < 3.0, f"200 steps should bring a small Mamba below 3.0 nats, got {evaluations}"
+    assert evaluations[-1] < 3.0, f"100 steps should bring a small Mamba below 3.0 nats (2.57 here), got {evaluations}"

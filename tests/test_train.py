@@ -44,6 +44,32 @@ def test_masked_positions_do_not_change_the_loss():
     assert float(a[0, 3]) == 0.0 and float(a[0, 2]) > 0.0
 
 
+@pytest.mark.parametrize("in_flight", [0, 1])
+def test_evaluate_matches_a_window_by_window_reference(monkeypatch, in_flight):
+    """The batched, pipelined evaluation (padded last batch, batches dispatched ahead) against one
+    forward pass per window and a numpy log-softmax, on a random model and random ids."""
+    monkeypatch.setattr(train, "EVAL_IN_FLIGHT", in_flight)
+    model = models.build(tiny_config("unused").model)  # seq_len 16
+    params = models.init_variables(model, jax.random.key(2))
+    ids = np.random.default_rng(3).integers(0, 256, size=300).astype(np.uint8)  # 19 tiles, the last short
+    starts = batches.eval_starts(ids.size, 16, 0)
+    _, eval_step = train.make_steps(model, train.make_optimizer(gpt2_tiny.get_config().train), 8, 16)
+    ev = train.evaluate(eval_step, params, train.batch_maker(ids, 16, 8), starts, 8)
+    per_window, total, count = [], 0.0, 0.0
+    forward = jax.jit(model.apply)
+    for start in starts:
+        b = batches.make_batch(ids, np.array([start]), 16)
+        logits = np.asarray(forward(params, b.x), np.float64)[0]
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        nll = -(logp * b.y[0]).sum(-1) * b.mask[0]
+        total, count = total + nll.sum(), count + b.mask[0].sum()
+        per_window.append(nll.sum() / b.mask[0].sum())
+    assert ev["windows"] == starts.size == 19 and ev["tokens"] == count == ids.size - 1
+    assert ev["val_loss"] == pytest.approx(total / count, rel=1e-5)
+    assert ev["val_loss_stderr"] == pytest.approx(np.std(per_window, ddof=1) / np.sqrt(19), rel=1e-4)
+
+
 def test_a_wrong_batch_fails_at_the_first_step_naming_the_expected_shape():
     cfg = gpt2_tiny.get_config()
     model = models.build(cfg.model)
@@ -132,11 +158,11 @@ def test_init_params_starts_from_a_pack(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_200_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
+def test_100_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
     cfg = gpt2_tiny.get_config()
     cfg.data.file = str(tiny_shakespeare)
-    cfg.train.steps = 200
-    cfg.train.eval_every = 100
+    cfg.train.steps = 100
+    cfg.train.eval_every = 50
     cfg.data.eval_windows = 128
     cfg.data.final_eval_windows = 128
     cfg.train.progress = "none"
@@ -145,5 +171,5 @@ def test_200_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, t
     log = json.loads((tmp_path / "train_log.json").read_text())
     first, last = log["evaluations"][0]["val_loss"], log["evaluations"][-1]["val_loss"]
     assert first > 5.0  # about ln(256) = 5.55 for an untrained byte model
-    assert last < 2.8, f"200 steps should reach val loss < 2.8 (typically ~2.5), got {last:.3f}"
+    assert last < 2.8, f"100 steps should reach val loss < 2.8 (2.70 measured; 2.49 after 200), got {last:.3f}"
     assert summary["final_val_loss"] == last

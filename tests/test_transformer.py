@@ -101,9 +101,11 @@ def test_xla_attention_kernel_matches_the_written_out_attention():
     """`jax.nn.dot_product_attention` (the fast path; 'cudnn' differs only in its implementation
     string) takes the same layout and causal mask as `causal_attention`."""
     ref, fast, variables, x = _kernel_variants(attention="xla")
-    np.testing.assert_allclose(fast.apply(variables, x), ref.apply(variables, x), rtol=1e-5, atol=1e-5)
-    g_ref = jax.grad(lambda v: ref.apply(v, x).sum())(variables)
-    g_fast = jax.grad(lambda v: fast.apply(v, x).sum())(variables)
+    np.testing.assert_allclose(
+        jax.jit(fast.apply)(variables, x), jax.jit(ref.apply)(variables, x), rtol=1e-5, atol=1e-5
+    )
+    g_ref = jax.jit(jax.grad(lambda v: ref.apply(v, x).sum()))(variables)
+    g_fast = jax.jit(jax.grad(lambda v: fast.apply(v, x).sum()))(variables)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_fast, g_ref)
 
 
@@ -113,14 +115,14 @@ def test_bfloat16_compute_keeps_float32_parameters_gradients_and_logits():
         jax.tree_util.tree_structure(variables)
     )
     chex.assert_trees_all_equal_dtypes(models.init_variables(fast, jax.random.key(5)), variables)
-    logits, logits_ref = fast.apply(variables, x), ref.apply(variables, x)
+    logits, logits_ref = jax.jit(fast.apply)(variables, x), jax.jit(ref.apply)(variables, x)
     chex.assert_type(logits, jnp.float32)
     # bfloat16 keeps 8 significant bits: the logits agree to about 1% of their spread.
     assert float(jnp.abs(logits - logits_ref).max()) < 0.02 * float(logits_ref.std()) + 1e-3
-    grads = jax.grad(lambda v: fast.apply(v, x).sum())(variables)
+    grads = jax.jit(jax.grad(lambda v: fast.apply(v, x).sum()))(variables)
     chex.assert_trees_all_equal_dtypes(grads, variables)
     cache = transformer.empty_cache(SMALL, 3)  # cached decoding works in bfloat16 too, into a float32 cache
-    step_logits, cache = fast.apply(variables, x[:, :4], cache, 0)
+    step_logits, cache = jax.jit(fast.apply)(variables, x[:, :4], cache, 0)
     chex.assert_type([step_logits, cache[0].k], [jnp.float32, jnp.float32])
     assert float(jnp.abs(step_logits - logits_ref[:, :4]).max()) < 0.02 * float(logits_ref.std()) + 1e-3
 
