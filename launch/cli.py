@@ -36,6 +36,8 @@ def _config_file_arg(argv: list[str]) -> str | None:
 
 def _parse_flags(argv: list[str], positional: bool = False) -> list[str]:
     config_file = _config_file_arg(argv)
+    if config_file is None and "config" in flags.FLAGS:  # the entry point's default file, if it has one
+        config_file = flags.FLAGS["config"].default_unparsed
     if config_file is not None and not os.path.isfile(config_file):
         fail(
             f"config file {config_file} does not exist: pass one of configs/*.py, e.g. --config=configs/gpt2_tiny.py",

@@ -73,6 +73,9 @@ def test_bad_config_overrides_are_usage_errors(workspace, args, parts):
 def test_unknown_config_file_is_a_usage_error(workspace):
     proc = run_module(["launch.train", "--config=configs/nope.py"], workspace, check=False)
     assert_one_line_error(proc, 2, "config file configs/nope.py does not exist")
+    # An entry point's default config file, missing where it runs, is named the same way.
+    proc = run_module(["launch.benchmark", "--only=pack"], workspace, check=False)
+    assert_one_line_error(proc, 2, "config file configs/gpt2_tiny.py does not exist")
 
 
 # --- The workdir --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import time
 
 import numpy as np
 import pytest
@@ -36,6 +37,29 @@ def test_train_and_pack_sections_write_json_and_the_table(workspace):
     table = (workspace / "B.md").read_text()
     assert "## Training" in table and "## Parameter pack" in table and "of ceiling" in table
     assert "ceiling float32 matmul" in proc.stdout and "wrote b.json and B.md" in proc.stdout
+    assert doc["measured"] == {"train": doc["machine"]["date"], "pack": doc["machine"]["date"]}
+    # A later run of one section keeps the other, which says when it was measured.
+    time.sleep(1.1)  # the dates have one-second resolution
+    run_module(
+        [
+            "launch.benchmark",
+            "--only=pack",
+            "--repeats=1",
+            "--pack_params_m=1",
+            "--out=b.json",
+            "--markdown=B.md",
+            f"--config={CONFIGS}/gpt2_tiny.py",
+            f"--config_dir={CONFIGS}",
+        ],
+        workspace,
+    )
+    later = json.loads((workspace / "b.json").read_text())
+    assert later["train"] == doc["train"] and later["measured"]["train"] == doc["machine"]["date"]
+    assert later["measured"]["pack"] == later["machine"]["date"] != doc["machine"]["date"]
+    assert (
+        f"Measured: train {doc['machine']['date']}, pack {later['machine']['date']}."
+        in (workspace / "B.md").read_text()
+    )
 
 
 def test_an_unknown_section_is_a_usage_error(workspace):
