@@ -18,6 +18,7 @@ import re
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,33 +85,39 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None
     # When a write fails, each of orbax's writer threads logs its own traceback; the one line
     # raised below says it all.
     absl_logger.setLevel(logging.CRITICAL)
-    # tensorstore's C++ callbacks print Python tracebacks straight to fd 2 when a write fails (the
-    # event loop they report to is already closed): keep fd 2 aside during the save.
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _drop_closed_loop_reports(previous_hook)
     try:
         mngr.save(step, args=args, force=True)
         mngr.wait_until_finished()
     except (OSError, ValueError, RuntimeError) as e:
-        # The other writer threads die on their own errors as the process exits; their tracebacks
-        # (through asyncio's logger and threading's excepthook) would bury the one line below.
+        # The other writer threads die on their own errors, during the save and after it returns;
+        # their reports (absl's and asyncio's loggers, threading's excepthook, the closed-loop
+        # tracebacks) would bury the one line below, so these stay quiet from here on.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         threading.excepthook = lambda args: None
         for tmp in Path(mngr.directory).glob(f"{step}{TMP_MARK}*"):
             shutil.rmtree(tmp, ignore_errors=True)  # best effort: the next `manager` call finishes the job
-        os.dup2(saved_fd, 2)
         raise CheckpointWriteError(
             f"could not write checkpoint {step} in {mngr.directory}: {_os_reason(e)} "
             "(check free space and permissions; earlier checkpoints are unchanged)"
         ) from None
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved_fd, 2)
-        os.close(saved_fd)
-        os.close(devnull)
     absl_logger.setLevel(level)
+    sys.unraisablehook = previous_hook
+
+
+def _drop_closed_loop_reports(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that drops "Event loop is closed" and passes on the rest.
+
+    When one tensorstore write fails, orbax closes its event loop while the other writes are in
+    flight; each one's completion callback then fails to reach the loop, and Python reports that
+    (from C++, as an unraisable exception) as a traceback on stderr, also after `save` has raised."""
+
+    def hook(unraisable) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    return hook
 
 
 def _os_reason(e: Exception) -> str:

@@ -12,12 +12,11 @@ continued; `:show` prints the context, `:clear` resets it, `:q` or an empty line
 import dataclasses
 import sys
 
-import jax
-import jax.numpy as jnp
 from absl import flags
 
-from bytelm import config_base, models, param_pack, run_dir, sampling, tokenizer
+from bytelm import config_base, run_dir, tokenizer
 from bytelm.errors import UsageError
+from bytelm.sample_settings import DECODERS, SampleSettings
 from launch import cli
 
 FALLBACK_GENERATE = 220  # a run trained with sample.generate=0 still samples something by default
@@ -36,7 +35,7 @@ _INTERACTIVE = flags.DEFINE_bool("interactive", False, "a prompt loop (:show, :c
 _DECODE = flags.DEFINE_enum(
     "decode",
     None,
-    list(sampling.DECODERS),
+    list(DECODERS),
     "fast (cached, compiled loop) or reference (one model call per byte); same text",
 )
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "independent continuations; sample i uses seed + i")
@@ -44,7 +43,7 @@ _STREAM_CHUNK = flags.DEFINE_integer("stream_chunk", None, "bytes per compiled c
 flags.mark_flag_as_required("checkpoint_dir")
 
 
-def settings_from_flags(sample_config) -> sampling.SampleSettings:
+def settings_from_flags(sample_config) -> SampleSettings:
     """The run's sample settings with every flag that was given put over them."""
     merged = sample_config.to_dict()
     merged["generate"] = merged["generate"] or FALLBACK_GENERATE
@@ -59,7 +58,7 @@ def settings_from_flags(sample_config) -> sampling.SampleSettings:
     ):
         if flag.value is not None:
             merged[name] = flag.value
-    return sampling.SampleSettings.from_config(type(sample_config)(merged))
+    return SampleSettings.from_config(type(sample_config)(merged))
 
 
 def prompt_bytes(text: str) -> bytes:
@@ -74,7 +73,7 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
-def interactive(sampler, history: list[int], settings: sampling.SampleSettings) -> None:
+def interactive(sampler, history: list[int], settings: SampleSettings) -> None:
     index = 0  # token index across turns, so the whole session depends only on the seed and inputs
     print("interactive: type text to continue; :show, :clear, :q (or an empty line) to quit", flush=True)
     while True:
@@ -112,6 +111,12 @@ def main() -> None:
     if _NUM_SAMPLES.value < 1 or chunk < 1:
         raise UsageError(f"--num_samples and --stream_chunk must be at least 1, got {_NUM_SAMPLES.value} and {chunk}")
     settings.validate(b"x" if _INTERACTIVE.value else prompt)  # interactive prompts come line by line
+    # Imported once the flags and settings are known good: JAX and friends take ~1.5 s to import.
+    import jax
+    import jax.numpy as jnp
+
+    from bytelm import models, param_pack, sampling
+
     model = models.build(config.model)
     variables = param_pack.load_pack(f"{_DIR.value}/{run_dir.PARAMS_FILE}", models.abstract_variables(model))
     variables = jax.tree_util.tree_map(jnp.asarray, variables)

@@ -189,6 +189,40 @@ def test_out_of_range_sampling_flags(workspace, small_run, args, parts):
     assert_one_line_error(sample_error(workspace, small_run, *args), 2, *parts)
 
 
+# Reports, as the process exits, whether JAX was ever imported; the module runs as under `python -m`.
+_RUN_AND_REPORT_JAX = (
+    "import atexit, runpy, sys; "
+    "atexit.register(lambda: sys.stderr.write(f'jax imported: {\"jax\" in sys.modules}\\n')); "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.mark.parametrize(
+    "args, code, part",
+    [
+        (["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", "--config.train.stepz=1"], 2, "unknown config field"),
+        (["launch.train", "--workdirr=runs/x"], 2, "Unknown command line flag 'workdirr'"),
+        (["launch.sample", "--checkpoint_dir=runs/none"], 1, "checkpoint dir runs/none does not exist"),
+        (["launch.sample", "--checkpoint_dir=runs/small", "--top_k=300"], 2, "top_k must lie in 0..256"),
+    ],
+    ids=["train-override", "train-flag", "sample-dir", "sample-setting"],
+)
+def test_usage_errors_are_found_before_jax_is_imported(workspace, small_run, args, code, part):
+    # A typo should cost a fraction of a second, not JAX's ~1.5 s import.
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_REPORT_JAX, *args],
+        cwd=workspace,
+        env=mirror_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == code, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and part in errors[0], proc.stderr
+    assert "jax imported: False" in proc.stderr.splitlines(), proc.stderr
+
+
 def test_prompt_that_is_not_utf8(workspace, small_run):
     proc = subprocess.run(
         [sys.executable, "-m", "launch.sample", f"--checkpoint_dir={small_run}", b"--prompt=caf\xe9"],
