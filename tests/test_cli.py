@@ -1,8 +1,11 @@
 """The entry points as a user runs them: real subprocesses in a temporary folder."""
 
+import json
+import shutil
+
 import pytest
 
-from conftest import CONFIGS, run_module
+from conftest import CONFIGS, mirror_env, run_module
 
 run = run_module
 
@@ -75,6 +78,19 @@ def test_interactive_prompt_loop(workspace, small_run):
     )
     out = proc.stdout
     assert "ROMEO:" in out and "(context cleared)" in out and "(empty)" in out
+
+
+def test_sampling_compiles_into_the_runs_compilation_cache(workspace, small_run, tmp_path):
+    run_copy, cache = tmp_path / "run", tmp_path / "cache"
+    shutil.copytree(workspace / small_run, run_copy)
+    config = json.loads((run_copy / "config.json").read_text())
+    config["runtime"]["compilation_cache_dir"] = str(cache)
+    (run_copy / "config.json").write_text(json.dumps(config))
+    env = {k: v for k, v in mirror_env().items() if not k.startswith("JAX_")}  # no session cache
+    flags = ["launch.sample", f"--checkpoint_dir={run_copy}", "--prompt=ROMEO:", "--generate=20", "--seed=2"]
+    first = run(flags, workspace, env=env)
+    assert any(cache.iterdir()), "launch.sample wrote nothing to runtime.compilation_cache_dir"
+    assert run(flags, workspace, env=env).stdout == first.stdout  # compiled or cached, the same bytes
 
 
 @pytest.mark.slow
