@@ -187,7 +187,7 @@ def _charts(log: dict, warnings: list[str]) -> str:
 def _last_steps(log: dict) -> str:
     records = (log.get("records") or [])[-LAST_STEPS:]
     if not records:
-        return "<p class='muted'>no steps logged</p>"
+        return '<p class="muted">no steps logged</p>'
     fields = list(records[0].keys())
     head = "".join(f"<th>{_esc(f)}</th>" for f in fields)
     rows = "".join("<tr>" + "".join(f"<td>{_esc(_fmt(r.get(f)))}</td>" for f in fields) + "</tr>" for r in records)
@@ -209,8 +209,8 @@ def _probe(rep: dict, title: str) -> str:
     correct = sum(int(p == t) for p, t in zip(rows["prediction"][:n], rows["target"][:n], strict=True))
     table = "".join(f"<tr><th>{k}</th>{v}</tr>" for k, v in cells.items())
     top5 = "".join(
-        f"<tr><td>{t['position']}</td><td class='l'><code>{_esc(t['context_tail'])}</code></td>"
-        f"<td><code>{_esc(t['target'])}</code></td><td class='l'>"
+        f'<tr><td>{t["position"]}</td><td class="l"><code>{_esc(t["context_tail"])}</code></td>'
+        f'<td><code>{_esc(t["target"])}</code></td><td class="l">'
         + ", ".join(f"<code>{_esc(show(g['id']))}</code> {g['prob']:.2f}" for g in t["guesses"])
         + "</td></tr>"
         for t in rep.get("top5") or []
@@ -218,7 +218,7 @@ def _probe(rep: dict, title: str) -> str:
     return (
         f"<h3>{_esc(title)}: loss {_fmt(rep.get('loss'))} nats, argmax right at {correct} of {n} positions</h3>"
         f'<div class="probe"><table>{table}</table></div>'
-        "<table><tr><th>pos</th><th class='l'>context</th><th>next</th><th class='l'>top-5 guesses</th></tr>"
+        '<table><tr><th>pos</th><th class="l">context</th><th>next</th><th class="l">top-5 guesses</th></tr>'
         f"{top5}</table>"
     )
 
@@ -228,7 +228,7 @@ def _parameters(path: Path, warnings: list[str]) -> str:
         flat = param_pack.flatten(param_pack.load_pack(path))
     except param_pack.ParamPackError as e:
         warnings.append(f"parameter pack: {e}")
-        return "<p class='muted'>no parameter table: the pack could not be read</p>"
+        return '<p class="muted">no parameter table: the pack could not be read</p>'
     rows = []
     for p, leaf in flat.items():
         st = param_pack.leaf_stats(leaf)
@@ -255,7 +255,7 @@ def build(workdir: str | Path) -> tuple[str, list[str], dict | None]:
         warnings.append(f"training log {run_dir.LOG_FILE} is not a JSON object")
         log = None
     name = (log or {}).get("title") or (config or {}).get("name") or workdir.name
-    body = [f"<h1>{_esc(name)}</h1><div class='muted'>{_esc(workdir.resolve())}</div>", _pills(log)]
+    body = [f'<h1>{_esc(name)}</h1><div class="muted">{_esc(workdir.resolve())}</div>', _pills(log)]
     sections = []
     if log is not None:
         sections.append(f"<h2>Training curves</h2>{_charts(log, warnings)}")
@@ -268,8 +268,8 @@ def build(workdir: str | Path) -> tuple[str, list[str], dict | None]:
         if sample:
             settings = ", ".join(f"{k}={v}" for k, v in (sample.get("settings") or {}).items())
             sections.append(
-                f"<h2>Sample</h2><p class='muted'>{_esc(settings)}</p>"
-                f"<pre id='sample'><b>{_esc(sample.get('prompt', ''))}</b>{_esc(sample.get('generated', ''))}</pre>"
+                f'<h2>Sample</h2><p class="muted">{_esc(settings)}</p>'
+                f'<pre id="sample"><b>{_esc(sample.get("prompt", ""))}</b>{_esc(sample.get("generated", ""))}</pre>'
             )
         else:
             warnings.append("no sample in the log (sample.generate was 0): try python -m launch.sample")
@@ -280,7 +280,7 @@ def build(workdir: str | Path) -> tuple[str, list[str], dict | None]:
     if config is not None:
         sections.append(
             "<h2>Config</h2><details><summary>config.json</summary>"
-            f"<pre id='config'>{_esc(json.dumps(config, indent=1))}</pre></details>"
+            f'<pre id="config">{_esc(json.dumps(config, indent=1))}</pre></details>'
         )
     body += [f'<div class="warn">warning: {_esc(w)}</div>' for w in warnings]
     body += sections
