@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bytelm import batches
+from bytelm.data import batches
 
 
 class Block(nn.Module):
@@ -67,7 +67,7 @@ class GPT(nn.Module):
 
 
 def lr_at(count: int, a: argparse.Namespace) -> float:
-    """bytelm's schedule (`train.lr_schedule`): `count` updates already applied."""
+    """bytelm's schedule (`training.optimizer.lr_schedule`): `count` updates already applied."""
     if count < a.warmup_steps:
         return a.lr * (count + 1) / max(a.warmup_steps, 1)
     progress = min(max((count - a.warmup_steps) / max(a.steps - a.warmup_steps, 1), 0.0), 1.0)
@@ -83,7 +83,7 @@ def masked_loss(model: GPT, w: np.ndarray, lengths: np.ndarray) -> tuple[torch.T
     return (nll * mask.reshape(-1)).sum(), mask.sum()
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True)
     p.add_argument("--val_fraction", type=float, default=0.1)
@@ -96,24 +96,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--grad_clip", type=float, default=1.0)
     p.add_argument("--eval_windows", type=int, default=0, help="validation windows at the end (0 = the whole split)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    data = np.frombuffer(open(a.corpus, "rb").read(), dtype=np.uint8)
-    n_val = int(round(data.size * a.val_fraction))
-    train_ids, val_ids = data[: data.size - n_val], data[data.size - n_val :]
-    model = GPT(a.seq_len, a.num_layers, a.num_heads, a.head_dim, a.ffn_hidden)
+
+def train(model: GPT, train_ids: np.ndarray, a: argparse.Namespace) -> tuple[list[float], float]:
+    """bytelm's recipe on bytelm's windows; returns the seconds of every step and the last loss."""
     params = [q for q in model.parameters() if q.requires_grad]
     groups = [
         {"params": [q for q in params if q.dim() >= 2], "weight_decay": a.weight_decay},
         {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.beta1, a.beta2))
-
     step_s: list[float] = []
-    t_start = time.perf_counter()
     for step in range(a.steps):
         t0 = time.perf_counter()
         starts = batches.train_starts(train_ids.size, a.seq_len, a.batch_size, step, a.data_seed, None)
@@ -129,9 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
         opt.step()
         loss_value = loss.item()  # the host reads the loss every step, as a training loop that logs does
         step_s.append(time.perf_counter() - t0)
-    train_wall = time.perf_counter() - t_start
+    return step_s, loss_value
 
-    t0 = time.perf_counter()
+
+def evaluate(model: GPT, val_ids: np.ndarray, a: argparse.Namespace) -> float:
+    """Mean NLL over the same evenly spread validation windows bytelm evaluates."""
     model.eval()
     nll, count = 0.0, 0.0
     starts = batches.eval_starts(val_ids.size, a.seq_len, a.eval_windows)
@@ -140,20 +136,36 @@ def main(argv: list[str] | None = None) -> dict:
             w, lengths = batches.windows(val_ids, starts[i : i + 32], a.seq_len)
             s, c = masked_loss(model, w, lengths)
             nll, count = nll + float(s), count + float(c)
+    return nll / max(count, 1.0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    data = np.frombuffer(open(a.corpus, "rb").read(), dtype=np.uint8)
+    n_val = int(round(data.size * a.val_fraction))
+    train_ids, val_ids = data[: data.size - n_val], data[data.size - n_val :]
+    model = GPT(a.seq_len, a.num_layers, a.num_heads, a.head_dim, a.ffn_hidden)
+    t_start = time.perf_counter()
+    step_s, last_loss = train(model, train_ids, a)
+    train_wall = time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    val_loss = evaluate(model, val_ids, a)
     eval_s = time.perf_counter() - t0
     timed = step_s[min(10, len(step_s) - 1) :]  # the first steps warm up allocator and threads
-    tokens = a.batch_size * a.seq_len
     result = {
         "peer": f"torch {torch.__version__} eager",
         "threads": torch.get_num_threads(),
         "steps": a.steps,
         "step_ms": {"median": 1e3 * statistics.median(timed), "min": 1e3 * min(timed), "max": 1e3 * max(timed)},
-        "tokens_per_s": tokens / statistics.median(timed),
+        "tokens_per_s": a.batch_size * a.seq_len / statistics.median(timed),
         "train_wall_s": train_wall,
         "eval_s": eval_s,
         "wall_s": train_wall + eval_s,
-        "final_train_loss": loss_value,
-        "val_loss": nll / max(count, 1.0),
+        "final_train_loss": last_loss,
+        "val_loss": val_loss,
     }
     json.dump(result, sys.stdout)
     print()

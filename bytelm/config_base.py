@@ -1,26 +1,46 @@
-"""The config sections every model shares: data, train, sample and runtime.
+"""The config sections every model shares: data, train, sample and runtime, and how config files load.
 
 Config files in `configs/` build on these and set what differs. Every field here is a knob a user
 can override from the command line (`--config.train.steps=300`); fields that mean "not set" are
-empty strings rather than None, because ml_collections cannot override a None default.
+empty strings rather than None, because ml_collections cannot override a None default. Where a
+default was chosen by measuring, the comment names the section of BENCHMARKS.md that shows it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+
 import ml_collections
+
+from bytelm.data.download import DEFAULT_DATA_DIR
+from bytelm.errors import ConfigError
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """`get_config()` of the config file at `path`, loaded by path (as `--config=` does), without
+    touching `sys.path` or `sys.modules`."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"_bytelm_config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass one of configs/*.py, e.g. configs/gpt2_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def data_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.corpus = "tiny_shakespeare"  # a known corpus (bytelm.download.KNOWN_CORPORA), fetched into `dir`
+    c.corpus = "tiny_shakespeare"  # a known corpus (bytelm.data.download.KNOWN_CORPORA), fetched into `dir`
     c.file = ""  # an explicit UTF-8 text file; wins over `corpus` when set
-    c.dir = "data/real/text"  # where known corpora land
+    c.dir = DEFAULT_DATA_DIR  # where known corpora land
     c.val_fraction = 0.1  # the last 10% of the bytes is the validation split
     c.windows = 0  # N > 0: train on a fixed bank of N windows; 0: fresh random windows every step
     c.seed = 0  # seeds window positions; independent of the model's init seed
     c.eval_windows = 512  # validation windows per periodic evaluation (evenly spread; 0 = the whole split)
     # Windows for the evaluation after the last step: by default the periodic evaluations' windows, so the
-    # curve's last point compares with the others (0 = the whole split: 1,743 windows, ~4.3 s for gpt2_tiny here).
+    # curve's last point compares with the others (0 = the whole split: 1,743 windows for gpt2_tiny).
     c.final_eval_windows = 512
     return c
 
@@ -39,7 +59,7 @@ def train_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds the parameter init
     c.init_params = ""  # a parameter pack (params.json) to start from instead of a fresh init
     c.eval_every = 250  # steps between evaluations on the validation split
-    c.eval_batch_size = 32  # windows per evaluation forward pass (32 measured ~20% faster than 128 here)
+    c.eval_batch_size = 32  # windows per evaluation forward pass (BENCHMARKS.md, Choices: eval batch)
     c.log_every = 50  # steps between progress lines when stdout is not a terminal
     c.progress = "auto"  # 'bar' (tqdm), 'lines', 'none', or 'auto' (bar on a terminal, else lines)
     c.plot_every_eval = False  # also redraw DIR/loss.png at every evaluation (it is always drawn at the end)
@@ -63,26 +83,27 @@ def sample_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.ascii_only = False  # only newline and printable ASCII
     c.decode = "fast"  # 'fast' (cached, one compiled loop) or 'reference' (one model call per byte); same text
-    c.stream_chunk = 64  # bytes per compiled chunk of the fast sampler; streaming costs ~5% at 64, ~20% at 16
+    c.stream_chunk = 64  # bytes per compiled chunk of the fast sampler (BENCHMARKS.md, Choices: streaming)
     return c
 
 
 def runtime_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # JAX's persistent compilation cache for training and sampling ('' = off; JAX_COMPILATION_CACHE_DIR,
-    # when set, wins). With it a second tiny runtime check takes 9.2-9.4 s instead of 16.0-16.3 s, and a
-    # second gpt2_tiny launch.sample (220 bytes) 3.7-3.9 s instead of 6.2-6.4 s.
+    # when set, wins): on a CPU, compiling is most of a short run's start-up (BENCHMARKS.md, Choices:
+    # start-up).
     c.compilation_cache_dir = "~/.cache/bytelm/jax"
     # Host CPU devices JAX creates (0 = JAX's default, one), set before JAX starts; with `mesh` each
-    # takes half the batch. 2 measured +20% training tokens/s for gpt2_tiny on the 2-core CPU (8,839
-    # against 7,388, same-run medians, `launch.benchmark --only=train`). No effect on GPU runs.
+    # takes half the batch, which keeps both cores of a small CPU busy (BENCHMARKS.md, Choices: CPU
+    # devices). An environment that sets the count itself (XLA_FLAGS' --xla_force_host_platform_device_count,
+    # JAX_NUM_CPU_DEVICES) wins over this default. No effect on GPU runs.
     c.cpu_devices = 2
-    # Device mesh (bytelm/mesh.py): the batch is split over `data` × `fsdp` (-1 = the devices that
-    # remain); with fsdp > 1, state leaves of at least `fsdp_min_size` elements are sharded too.
+    # Device mesh (bytelm/parallel/mesh.py): the batch is split over `data` × `fsdp` (-1 = the devices
+    # that remain); with fsdp > 1, state leaves of at least `fsdp_min_size` elements are sharded too.
     c.mesh = "data=-1"
     c.fsdp_min_size = 2**14  # smaller leaves (biases, norms) cost more to gather than to replicate
     # GPU: cuDNN fused attention and bfloat16 matmuls over float32 parameters and optimizer state
-    # (bytelm.runtime.model_kernels). Where cuDNN attention is missing it falls back with a one-line
-    # warning; on a CPU to float32, since bfloat16 matmuls measured 1.4x slower there.
+    # (bytelm.parallel.runtime.model_kernels). Where cuDNN attention is missing it falls back with a
+    # one-line warning; on a CPU to float32 (BENCHMARKS.md, Choices: matmul dtype).
     c.fast_kernels = False
     return c

@@ -2,8 +2,8 @@
 
 Every error a user can cause is raised as a subclass of `BytelmError` with a message that names
 the problem and the fix on one line. `launch/` turns it into that line and `exit_code`, never a
-traceback. Areas with their own module define their own subclass (`CorpusError` in `corpus.py`,
-`ParamPackError` in `param_pack.py`, ...).
+traceback. Areas with their own module define their own subclass (`CorpusError` in
+`data/corpus.py`, `ParamPackError` in `artifacts/param_pack.py`, ...).
 """
 
 
@@ -34,3 +34,10 @@ class Stopped(BytelmError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def check_at_least(section: str, values: dict[str, int], minimum: int = 1) -> None:
+    """Raises a one-line `ConfigError` naming the first of `values` (field → value) below `minimum`."""
+    for name, value in values.items():
+        if value < minimum:
+            raise ConfigError(f"{section}.{name} must be at least {minimum}, got {value}")

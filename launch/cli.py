@@ -8,14 +8,15 @@ No traceback reaches the user for any error bytelm knows about.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
+from ml_collections import config_flags
 
+from bytelm.config_base import load_config_file
 from bytelm.errors import BytelmError, Stopped
 
 USAGE_EXIT = 2
@@ -62,10 +63,7 @@ def _parse_flags(argv: list[str], positional: bool = False) -> list[str]:
 
 def _unknown_field_message(argv: list[str]) -> str:
     """Finds the override whose path is not in the loaded config and suggests the closest field."""
-    spec = importlib.util.spec_from_file_location("_bytelm_config", _config_file_arg(argv) or "")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config_file(_config_file_arg(argv) or "")
     for arg in argv[1:]:
         if not arg.startswith("--config."):
             continue
@@ -82,6 +80,12 @@ def _unknown_field_message(argv: list[str]) -> str:
     return "unknown config field (check the --config.* overrides against the config file)"
 
 
+def overridden_fields(name: str = "config") -> set[str]:
+    """The config fields given on the command line (`--config.runtime.cpu_devices=2` →
+    `runtime.cpu_devices`): explicit settings, which a conflicting environment may not override."""
+    return set(config_flags.get_override_values(flags.FLAGS[name]))
+
+
 def run(main: Callable[..., None], positional: bool = False) -> None:
     """Runs `main()` under absl, converting bytelm errors and Ctrl-C into a line and an exit code.
 
@@ -89,6 +93,9 @@ def run(main: Callable[..., None], positional: bool = False) -> None:
     """
 
     def wrapped(argv: list[str]) -> None:
+        # Orbax logs every save and restore at INFO through absl, whose level absl's flag parsing
+        # has just set: chatter in a training log, not something a user must act on.
+        logging.getLogger("absl").setLevel(logging.WARNING)
         try:
             main(argv) if positional else main()
         except Stopped as e:

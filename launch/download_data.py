@@ -10,7 +10,7 @@ the canonical URL. A re-run with the right file already in place does nothing.
 
 from absl import flags
 
-from bytelm import download
+from bytelm.data import download
 from bytelm.errors import UsageError
 from launch import cli
 
@@ -29,12 +29,7 @@ def main() -> None:
     if _SOURCE.value and len(chosen) > 1:
         raise UsageError("--source names one file: fetch one corpus at a time with it")
     for name in chosen:
-        path, fetched = download.fetch(name, _DATA_DIR.value, source=_SOURCE.value or None)
-        corpus = download.KNOWN_CORPORA[name]
-        if fetched:
-            print(f"{name}: fetched and verified ({corpus.size:,} bytes, sha256 {corpus.sha256[:12]}...) → {path}")
-        else:
-            print(f"{name}: already at {path}, verified; nothing to do")
+        print(download.fetch_and_say(name, _DATA_DIR.value, source=_SOURCE.value or None))
 
 
 if __name__ == "__main__":

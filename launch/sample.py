@@ -10,14 +10,12 @@ go to the run's `runtime.compilation_cache_dir`, as in training, so a second cal
 continued; `:show` prints the context, `:clear` resets it, `:q` or an empty line exits.
 """
 
-import dataclasses
-import sys
-
 from absl import flags
 
-from bytelm import config_base, run_dir, tokenizer
+from bytelm import config_base
+from bytelm.artifacts import run_dir
 from bytelm.errors import UsageError
-from bytelm.sample_settings import DECODERS, SampleSettings
+from bytelm.sampling.settings import DECODERS, SampleSettings, prompt_bytes
 from launch import cli
 
 FALLBACK_GENERATE = 220  # a run trained with sample.generate=0 still samples something by default
@@ -62,45 +60,6 @@ def settings_from_flags(sample_config) -> SampleSettings:
     return SampleSettings.from_config(type(sample_config)(merged))
 
 
-def prompt_bytes(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
-        raise UsageError("the prompt is not valid UTF-8: pass it in UTF-8 (check your terminal's locale)") from None
-
-
-def write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def interactive(sampler, history: list[int], settings: SampleSettings) -> None:
-    index = 0  # token index across turns, so the whole session depends only on the seed and inputs
-    print("interactive: type text to continue; :show, :clear, :q (or an empty line) to quit", flush=True)
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            return
-        if line in ("", ":q"):
-            return
-        if line == ":show":
-            print(tokenizer.display(history) or "(empty)")
-            continue
-        if line == ":clear":
-            history.clear()
-            print("(context cleared)")
-            continue
-        history.extend(tokenizer.encode(prompt_bytes(line)).tolist())
-        decoder = tokenizer.StreamDecoder()
-        write(line)
-        new = sampler.continue_ids(
-            history, settings, start_index=index, on_token=lambda t, d=decoder: write(d.push([t]))
-        )
-        write(decoder.flush() + "\n")
-        index += len(new)
-
-
 def main() -> None:
     config = run_dir.read_config(_DIR.value)
     # Every setting is checked before the model is built and the weights are loaded: a typo fails at once.
@@ -112,36 +71,22 @@ def main() -> None:
     if _NUM_SAMPLES.value < 1 or chunk < 1:
         raise UsageError(f"--num_samples and --stream_chunk must be at least 1, got {_NUM_SAMPLES.value} and {chunk}")
     settings.validate(b"x" if _INTERACTIVE.value else prompt)  # interactive prompts come line by line
-    # Imported once the flags and settings are known good: JAX and friends take ~1.5 s to import.
-    import jax
-    import jax.numpy as jnp
+    # Imported once the flags and settings are known good: JAX and friends take seconds to import.
+    from bytelm.sampling import console
+    from launch import process
 
-    from bytelm import models, param_pack, runtime, sampling
-
-    runtime.use_compilation_cache(config.get("runtime") or config_base.runtime_config())  # as training did
-    model = models.build(config.model)
-    variables = param_pack.load_pack(f"{_DIR.value}/{run_dir.PARAMS_FILE}", models.abstract_variables(model))
-    variables = jax.tree_util.tree_map(jnp.asarray, variables)
-    sampler = sampling.make_sampler(model, variables, decode, chunk)
-    if _INTERACTIVE.value:
-        history = list(tokenizer.encode(prompt)) if _PROMPT.value is not None else []
-        interactive(sampler, history, settings)
-        return
-    if decode == "fast" and _NUM_SAMPLES.value > 1:  # one batched call for all samples
-        ids = sampler.generate(list(tokenizer.encode(prompt)), settings, num_samples=_NUM_SAMPLES.value)
-        for i, row in enumerate(ids):
-            write(f"--- sample {i + 1} of {_NUM_SAMPLES.value} (seed {settings.seed + i}) ---\n")
-            write(prompt.decode("utf-8") + tokenizer.decode(row) + "\n")
-        return
-    for i in range(_NUM_SAMPLES.value):
-        if _NUM_SAMPLES.value > 1:
-            write(f"--- sample {i + 1} of {_NUM_SAMPLES.value} (seed {settings.seed + i}) ---\n")
-        # Sample i is exactly the single sample with seed + i, whichever decoder runs it.
-        seeded = dataclasses.replace(settings, seed=settings.seed + i)
-        decoder = tokenizer.StreamDecoder()
-        write(prompt.decode("utf-8"))
-        sampler.continue_ids(list(tokenizer.encode(prompt)), seeded, on_token=lambda t, d=decoder: write(d.push([t])))
-        write(decoder.flush() + "\n")
+    process.use_compilation_cache(config.get("runtime") or config_base.runtime_config())  # as training did
+    given = prompt if _PROMPT.value is not None else None  # the loop starts empty unless a prompt is given
+    console.sample_run(
+        _DIR.value,
+        config,
+        settings,
+        given if _INTERACTIVE.value else prompt,
+        decode=decode,
+        chunk=chunk,
+        num_samples=_NUM_SAMPLES.value,
+        loop=_INTERACTIVE.value,
+    )
 
 
 if __name__ == "__main__":

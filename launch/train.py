@@ -10,8 +10,6 @@ Several processes (one per host) train one model when each is started with the s
 JAX reads these from the environment instead); see WORKSPACE.md, "Many devices and many hosts".
 """
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -27,14 +25,15 @@ flags.mark_flag_as_required("config")
 
 
 def main() -> None:
-    # Imported here, after the flags parsed: JAX and friends take ~1.7 s to import, and a mistyped
+    # Imported here, after the flags parsed: JAX and friends take seconds to import, and a mistyped
     # flag should cost a fraction of a second.
-    from bytelm import runtime, train
+    from bytelm.training.loop import train_and_evaluate
+    from launch import process
 
     config = _CONFIG.value
-    runtime.configure(config.runtime)
-    runtime.start_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, dict(os.environ))
-    train.train_and_evaluate(config, _WORKDIR.value or f"runs/{config.name}", overwrite=_OVERWRITE.value)
+    process.configure(config.runtime, cli.overridden_fields())
+    process.join_job(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    train_and_evaluate(config, _WORKDIR.value or f"runs/{config.name}", overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_MIRROR = REPO.parent / "shared" / "data"
 CONFIGS = REPO / "configs"
 
-sys.path.insert(0, str(CONFIGS))  # config files are plain modules: `import gpt2_tiny`
 
 # One persistent compilation cache per test session, shared with the subprocesses the tests start
 # (they inherit the environment): the same tiny programs are compiled by many runs, and compiling is
@@ -28,6 +27,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # Cache every program, not only those that take over a second to compile: the tiny test programs
     # are each compiled by several runs (measured 10% off the checkpoint tests).
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+def load_config(name: str):
+    """`configs/NAME.py`'s config, loaded by path as `--config=` loads it."""
+    from bytelm.config_base import load_config_file
+
+    return load_config_file(CONFIGS / f"{name}.py")
 
 
 def mirror_env() -> dict[str, str]:
@@ -42,7 +48,7 @@ def mirror_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_shakespeare(tmp_path_factory) -> Path:
     """Tiny Shakespeare fetched (from the mirror when there is one) into a session folder."""
-    from bytelm import download
+    from bytelm.data import download
 
     data_dir = tmp_path_factory.mktemp("data")
     path, _ = download.fetch("tiny_shakespeare", data_dir, env=mirror_env())
@@ -51,9 +57,7 @@ def tiny_shakespeare(tmp_path_factory) -> Path:
 
 def tiny_config(corpus_file: Path | str, **overrides):
     """gpt2_tiny shrunk to train in seconds: 2 layers, width 32, seq 16, batch 4."""
-    import gpt2_tiny
-
-    config = gpt2_tiny.get_config()
+    config = load_config("gpt2_tiny")
     config.data.file = str(corpus_file)
     config.model.num_layers = 2
     config.model.num_heads = 2

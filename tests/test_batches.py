@@ -2,7 +2,7 @@ import chex
 import numpy as np
 import pytest
 
-from bytelm import batches
+from bytelm.data import batches
 
 
 def test_x_y_are_one_hot_and_shifted_by_one():

@@ -12,9 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from bytelm import checkpoints, param_pack, run_dir, train
+from bytelm.artifacts import param_pack, run_dir
 from bytelm.atomic_io import WriteError
 from bytelm.errors import ConfigError, RunDirError
+from bytelm.training import checkpoints, optimizer, step
+from bytelm.training.history import TrainingDiverged
+from bytelm.training.loop import train_and_evaluate
 from conftest import CONFIGS, REPO, mirror_env, tiny_config
 
 # The CLI twin of conftest.tiny_config, 14 steps with a checkpoint every 3.
@@ -149,7 +152,8 @@ def test_a_checkpoint_write_that_fails_leaves_earlier_checkpoints_and_params_int
         if rel.name != "config.json":  # rewritten with the longer step count, atomically
             assert (workdir / rel).read_bytes() == data, rel
     assert not [p for p in workdir.rglob("*.tmp")]  # no half-written params.json, log or config
-    checkpoints.manager(workdir, keep=3).close()  # what the next run does first: drop the failed save
+    with checkpoints.open_manager(workdir, keep=3):  # what the next run does first: drop the failed save
+        pass
     assert not list((workdir / run_dir.CHECKPOINT_DIR).glob(f"*{checkpoints.TMP_MARK}*"))
     assert checkpoints.latest_step(workdir) == latest
 
@@ -157,19 +161,23 @@ def test_a_checkpoint_write_that_fails_leaves_earlier_checkpoints_and_params_int
 # Saves once, then again under a file-size limit, and waits: orbax's other writes are still
 # failing after `save` has raised, and their "Event loop is closed" reports came in that time.
 _FAILING_SAVE = """
-import resource, signal, sys, tempfile, time
+import logging, resource, signal, sys, tempfile, threading, time
 import numpy as np
-from bytelm import checkpoints
-mngr = checkpoints.manager(tempfile.mkdtemp(), keep=3)
-state = {f"w{i}": np.random.default_rng(i).random((64, 256), np.float32) for i in range(40)}
-checkpoints.save(mngr, 1, state, {})
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.RLIM_INFINITY))
-try:
-    checkpoints.save(mngr, 2, state, {})
-except checkpoints.CheckpointWriteError as e:
-    print(e, flush=True)
-time.sleep(1.5)
+from bytelm.training import checkpoints
+hooks = (sys.unraisablehook, threading.excepthook)
+with checkpoints.open_manager(tempfile.mkdtemp(), keep=3) as mngr:
+    state = {f"w{i}": np.random.default_rng(i).random((64, 256), np.float32) for i in range(40)}
+    checkpoints.save(mngr, 1, state, {})
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.RLIM_INFINITY))
+    try:
+        checkpoints.save(mngr, 2, state, {})
+    except checkpoints.CheckpointWriteError as e:
+        print(e, flush=True)
+    # The library hands the process back as it found it: its hooks and log levels are restored.
+    assert (sys.unraisablehook, threading.excepthook) == hooks, "save left a hook replaced"
+    assert logging.getLogger("absl").level == logging.NOTSET and logging.getLogger("asyncio").level == logging.NOTSET
+    time.sleep(1.5)
 """
 
 
@@ -202,30 +210,30 @@ def test_a_pack_write_that_fails_leaves_the_previous_pack_intact(reference, tmp_
 
 def test_resume_refuses_a_different_config_and_lists_the_fields(tiny_shakespeare, tmp_path):
     config = tiny_config(tiny_shakespeare, train__steps=3, train__checkpoint_every=2)
-    train.train_and_evaluate(config, tmp_path, out=lambda s: None)
+    train_and_evaluate(config, tmp_path, out=lambda s: None)
     changed = tiny_config(tiny_shakespeare, train__steps=5, train__lr=3e-3, model__seq_len=8)
     with pytest.raises(ConfigError, match=r"model\.seq_len: 16 → 8; train\.lr: 0\.001 → 0\.003"):
-        train.train_and_evaluate(changed, tmp_path, out=lambda s: None)
+        train_and_evaluate(changed, tmp_path, out=lambda s: None)
     # The step count may change: the run goes on from its last checkpoint.
     lines = []
     longer = tiny_config(tiny_shakespeare, train__steps=5, train__checkpoint_every=2)
-    summary = train.train_and_evaluate(longer, tmp_path, out=lines.append)
+    summary = train_and_evaluate(longer, tmp_path, out=lines.append)
     assert summary["resumed_from_step"] == 3 and any("resuming" in line for line in lines)
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5]
     # A complete run says so instead of training again.
     with pytest.raises(RunDirError, match="already complete"):
-        train.train_and_evaluate(longer, tmp_path, out=lambda s: None)
+        train_and_evaluate(longer, tmp_path, out=lambda s: None)
     # resume=False refuses to touch the run without --overwrite, and starts over with it.
     fresh = tiny_config(tiny_shakespeare, train__steps=2, train__resume=False)
     with pytest.raises(RunDirError, match="--overwrite"):
-        train.train_and_evaluate(fresh, tmp_path, out=lambda s: None)
-    train.train_and_evaluate(fresh, tmp_path, overwrite=True, out=lambda s: None)
+        train_and_evaluate(fresh, tmp_path, out=lambda s: None)
+    train_and_evaluate(fresh, tmp_path, overwrite=True, out=lambda s: None)
     assert logged_steps(tmp_path) == [1, 2] and checkpoints.latest_step(tmp_path) == 2
 
 
 def test_keep_checkpoints_keeps_the_latest(tiny_shakespeare, tmp_path):
     config = tiny_config(tiny_shakespeare, train__steps=7, train__checkpoint_every=1, train__keep_checkpoints=2)
-    train.train_and_evaluate(config, tmp_path, out=lambda s: None)
+    train_and_evaluate(config, tmp_path, out=lambda s: None)
     assert sorted(int(p.name) for p in (tmp_path / run_dir.CHECKPOINT_DIR).iterdir()) == [6, 7]
 
 
@@ -234,27 +242,27 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tin
         tiny_shakespeare, train__steps=40, train__lr=1e4, train__grad_clip=0.0, train__checkpoint_every=1
     )
     config.train.warmup_steps = 1
-    with pytest.raises(train.TrainingDiverged, match=r"training diverged at step (\d+)") as err:
-        train.train_and_evaluate(config, tmp_path, out=lambda s: None)
-    step = int(err.value.args[0].split("at step ")[1].split(":")[0])
-    assert checkpoints.latest_step(tmp_path) == step - 1
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step (\d+)") as err:
+        train_and_evaluate(config, tmp_path, out=lambda s: None)
+    at = int(err.value.args[0].split("at step ")[1].split(":")[0])
+    assert checkpoints.latest_step(tmp_path) == at - 1
     assert not (tmp_path / "params.json").exists()
-    mngr = checkpoints.manager(tmp_path, keep=3)
-    template = train.TrainState(np.zeros((), np.int32), *_init_state(config))
-    state, _ = checkpoints.restore(mngr, step - 1, template)
+    template = step.TrainState(np.zeros((), np.int32), *_init_state(config))
+    with checkpoints.open_manager(tmp_path, keep=3) as mngr:
+        state, _ = checkpoints.restore(mngr, at - 1, template)
     assert all(np.all(np.isfinite(leaf)) for leaf in _tree_leaves(state.params))
 
 
 def test_max_grad_norm_skip_skips_steps_and_counts_them(tiny_shakespeare, tmp_path):
     config = tiny_config(tiny_shakespeare, train__steps=4, train__max_grad_norm_skip=1e-9)
-    summary = train.train_and_evaluate(config, tmp_path / "all", out=lambda s: None)
+    summary = train_and_evaluate(config, tmp_path / "all", out=lambda s: None)
     assert summary["skipped_steps"] == 4
     init = param_pack.flatten(_init_state(config)[0])
     trained = param_pack.flatten(param_pack.load_pack(tmp_path / "all" / "params.json"))
     assert trained.keys() == init.keys()
     assert all(np.array_equal(init[k], v) for k, v in trained.items())
     config.train.max_grad_norm_skip = 1e9
-    assert train.train_and_evaluate(config, tmp_path / "none", out=lambda s: None)["skipped_steps"] == 0
+    assert train_and_evaluate(config, tmp_path / "none", out=lambda s: None)["skipped_steps"] == 0
 
 
 def _init_state(config):
@@ -264,7 +272,7 @@ def _init_state(config):
 
     model = models.build(config.model)
     params = models.init_variables(model, jax.random.key(config.train.seed))
-    return params, train.make_optimizer(config.train).init(params)
+    return params, optimizer.make_optimizer(config.train).init(params)
 
 
 def _tree_leaves(tree):

@@ -1,7 +1,7 @@
 import pytest
 
-from bytelm import corpus
-from bytelm.corpus import CorpusError
+from bytelm.data import corpus
+from bytelm.data.corpus import CorpusError
 from bytelm.errors import ConfigError
 from conftest import tiny_config
 

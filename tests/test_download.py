@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from bytelm import download
-from bytelm.download import DownloadError, KnownCorpus
+from bytelm.data import download
+from bytelm.data.download import DownloadError, KnownCorpus
 
 
 @pytest.fixture

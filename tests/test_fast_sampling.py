@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bytelm import models, sampling
-from bytelm.fast_sampling import FastSampler
+from bytelm import models
 from bytelm.models.mamba import Mamba, MambaConfig
 from bytelm.models.transformer import GPT2, GPT2Config, empty_cache
-from bytelm.sampling import SampleSettings
+from bytelm.sampling.decoders import make_sampler
+from bytelm.sampling.fast import FastSampler
+from bytelm.sampling.settings import SampleSettings
 
 GPT = GPT2(GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32))
 MAMBA = Mamba(MambaConfig(seq_len=16, d_model=16, num_layers=2, d_state=4, dt_rank=2))
@@ -30,7 +31,7 @@ def test_kv_cache_logits_equal_the_full_forward_at_every_position():
     variables = models.init_variables(GPT, jax.random.key(1))
     ids = jax.random.randint(jax.random.key(2), (2, 16), 0, 256)
     full = jax.jit(GPT.apply)(variables, jax.nn.one_hot(ids, 256))
-    step = jax.jit(lambda v, x, c, p: GPT.apply(v, x, c, p))
+    step = jax.jit(lambda v, x, c, p: GPT.apply(v, x, c, p, method=GPT.decode))
     logits, cache = step(variables, jax.nn.one_hot(ids[:, :3], 256), empty_cache(GPT.config, 2), 0)  # prefill 3
     got = [logits]
     for t in range(3, 16):
@@ -42,7 +43,7 @@ def test_kv_cache_logits_equal_the_full_forward_at_every_position():
 def test_fast_logits_equal_the_reference_at_every_position_past_seq_len(model_and_variables):
     """Drives the fast sampler's own prefill and per-byte step over 3 × seq_len positions."""
     model, variables = model_and_variables
-    fast, ref = FastSampler(model, variables), sampling.make_sampler(model, variables, "reference")
+    fast, ref = FastSampler(model, variables), make_sampler(model, variables, "reference")
     history = jax.random.randint(jax.random.key(3), (48,), 0, 256).tolist()
     buf = jnp.asarray([history + [0] * 16], jnp.int32)
     logits, cache = jax.jit(fast._prefill_impl, static_argnames="length")(variables, buf, 5, length=16)
@@ -65,7 +66,7 @@ HOT = SampleSettings(generate=30, temperature=1.3, top_k=0, seed=7)  # no top-k:
 @pytest.mark.parametrize("prompt", [b"ROMEO:", b"a much longer prompt than seq_len"], ids=["short", "long"])
 def test_fast_and_reference_give_the_same_bytes(model_and_variables, settings, prompt):
     model, variables = model_and_variables
-    reference = sampling.make_sampler(model, variables, "reference").continue_ids(list(prompt), settings)
+    reference = make_sampler(model, variables, "reference").continue_ids(list(prompt), settings)
     fast = FastSampler(model, variables, chunk=8).continue_ids(list(prompt), settings)
     assert fast == reference
 
@@ -74,7 +75,7 @@ def test_a_batch_is_n_independent_samples_with_seeds_seed_plus_i(model_and_varia
     model, variables = model_and_variables
     s = SETTINGS[0]
     batch = FastSampler(model, variables, chunk=16).generate(list(b"ROMEO:"), s, num_samples=3)
-    ref = sampling.make_sampler(model, variables, "reference")
+    ref = make_sampler(model, variables, "reference")
     for i in range(3):
         assert batch[i].tolist() == ref.continue_ids(list(b"ROMEO:"), dataclasses.replace(s, seed=s.seed + i))
     assert batch[0].tolist() != batch[1].tolist()

@@ -4,14 +4,18 @@ import math
 
 import jax
 import jax.numpy as jnp
-import mamba_tiny
 import numpy as np
 import pytest
 
-from bytelm import models, param_pack, sampling
+from bytelm import models
+from bytelm.artifacts import param_pack
+from bytelm.artifacts.param_pack import ParamPackError
 from bytelm.errors import ConfigError
-from bytelm.models.mamba import Mamba, MambaConfig, empty_cache, selective_scan
-from bytelm.param_pack import ParamPackError
+from bytelm.models.mamba import Mamba, MambaConfig, empty_cache
+from bytelm.models.scans import selective_scan
+from bytelm.sampling.reference import RecurrentSampler, ReferenceSampler
+from bytelm.sampling.settings import SampleSettings
+from conftest import load_config
 
 SMALL = MambaConfig(seq_len=32, d_model=16, num_layers=2, d_state=4, d_conv=4, expand=2, dt_rank=2)
 
@@ -135,7 +139,7 @@ def test_model_gradients_are_finite():
 
 
 def test_initialisation_invariants():
-    model = models.build(mamba_tiny.get_config().model)
+    model = models.build(load_config("mamba_tiny").model)
     flat = param_pack.flatten(models.init_variables(model, jax.random.key(0)))
     A_log = flat["params/layers_0/mixer/A_log"]
     assert A_log.shape == (256, 16)
@@ -149,7 +153,7 @@ def test_initialisation_invariants():
 
 
 def test_mamba_tiny_sizes_and_dt_rank():
-    cfg = mamba_tiny.get_config().model
+    cfg = load_config("mamba_tiny").model
     mc = MambaConfig.from_config(cfg)
     assert (mc.d_inner, mc.dt_rank, mc.seq_len) == (256, 8, 256)
     shapes = {p: tuple(x.shape) for p, x in param_pack.flatten(models.abstract_variables(Mamba(mc))).items()}
@@ -162,13 +166,11 @@ def test_mamba_tiny_sizes_and_dt_rank():
 
 
 def test_a_gpt2_pack_does_not_load_into_mamba(tmp_path):
-    import gpt2_tiny
-
-    gpt = models.build(gpt2_tiny.get_config().model)
+    gpt = models.build(load_config("gpt2_tiny").model)
     param_pack.save_pack(tmp_path / "p.json", models.init_variables(gpt, jax.random.key(0)), {})
     with pytest.raises(ParamPackError, match="does not fit the model") as e:
         param_pack.load_pack(
-            tmp_path / "p.json", models.abstract_variables(models.build(mamba_tiny.get_config().model))
+            tmp_path / "p.json", models.abstract_variables(models.build(load_config("mamba_tiny").model))
         )
     assert "missing params/embedding" in str(e.value) and "unexpected params/wte" in str(e.value)
 
@@ -177,17 +179,15 @@ def test_recurrent_sampler_matches_full_forward_sampling():
     """Sampling by steps gives the same bytes as re-running the full forward over the whole history."""
     model = Mamba(SMALL)
     variables = models.init_variables(model, jax.random.key(6))
-    settings = sampling.SampleSettings(
-        generate=30, temperature=0.9, top_k=10, repeat_penalty=0.3, repeat_window=6, seed=5
-    )
-    fast = sampling.RecurrentSampler(model, variables)
+    settings = SampleSettings(generate=30, temperature=0.9, top_k=10, repeat_penalty=0.3, repeat_window=6, seed=5)
+    fast = RecurrentSampler(model, variables)
     history = list(b"ROMEO:")
     got = fast.continue_ids(history, settings)
 
     # Causal, so the logits at position len-1 of a zero-padded 64-id input are those of the history.
     forward = jax.jit(lambda ids: model.apply(variables, jax.nn.one_hot(ids, 256)))
 
-    class FullForward(sampling.Sampler):
+    class FullForward(ReferenceSampler):
         def logits(self, history):
             ids = np.zeros((1, 64), np.int32)
             ids[0, : len(history)] = history
@@ -200,9 +200,9 @@ def test_recurrent_sampler_matches_full_forward_sampling():
 
 @pytest.mark.slow
 def test_100_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
-    from bytelm import train
+    from bytelm.training.loop import train_and_evaluate
 
-    cfg = mamba_tiny.get_config()
+    cfg = load_config("mamba_tiny")
     cfg.data.file = str(tiny_shakespeare)
     cfg.model.d_model = 64
     cfg.model.num_layers = 2
@@ -213,7 +213,7 @@ def test_100_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(ti
     cfg.data.final_eval_windows = 128
     cfg.train.progress = "none"
     cfg.sample.generate = 0
-    train.train_and_evaluate(cfg, tmp_path, out=lambda s: None)
+    train_and_evaluate(cfg, tmp_path, out=lambda s: None)
     evaluations = [e["val_loss"] for e in json.loads((tmp_path / "train_log.json").read_text())["evaluations"]]
     assert evaluations[0] > 5.0
     assert evaluations[-1] < 3.0, f"100 steps should bring a small Mamba below 3.0 nats (2.57 here), got {evaluations}"

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
-from bytelm import mesh, runtime
 from bytelm.errors import ConfigError
+from bytelm.parallel import mesh, processes
 from conftest import CONFIGS, REPO, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
+from launch import process
 
 
 @pytest.mark.parametrize(
@@ -27,12 +28,12 @@ from conftest import CONFIGS, REPO, TINY_FLAGS, assert_one_line_error, mirror_en
 )
 def test_bad_mesh_specs_are_one_line_config_errors(spec, message):
     with pytest.raises(ConfigError, match=message) as e:
-        mesh.build(spec)
+        mesh.make_mesh(spec)
     assert "\n" not in str(e.value)
 
 
 def test_a_batch_that_does_not_split_names_both_numbers():
-    m = mesh.build("data=-1")
+    m = mesh.make_mesh("data=-1")
     mesh.check_batch(m, 12, "train.batch_size")  # one device: anything splits
     fake = type("M", (), {"shape": {"data": 2, "fsdp": 3}})()
     with pytest.raises(ConfigError, match=r"train.batch_size 9 does not divide by the 6 devices"):
@@ -51,15 +52,17 @@ def test_fsdp_splits_the_largest_divisible_axis_of_large_leaves():
 
 
 def test_cluster_environments_and_partial_flags():
-    assert runtime.cluster_size_from_env({}) == 1
-    assert runtime.cluster_size_from_env({"SLURM_NTASKS": "4"}) == 1  # sbatch itself, not a task of srun
-    assert runtime.cluster_size_from_env({"SLURM_NTASKS": "4", "SLURM_STEP_ID": "0"}) == 4
-    assert runtime.cluster_size_from_env({"OMPI_COMM_WORLD_SIZE": "2"}) == 2
-    assert runtime.start_distributed(None, None, None, {}) == 1  # nothing to join: a no-op
+    assert processes.cluster_size_from_env({}) == 1
+    assert processes.cluster_size_from_env({"SLURM_NTASKS": "4"}) == 1  # sbatch itself, not a task of srun
+    assert processes.cluster_size_from_env({"SLURM_NTASKS": "4", "SLURM_STEP_ID": "0"}) == 4
+    assert processes.cluster_size_from_env({"OMPI_COMM_WORLD_SIZE": "2"}) == 2
+    assert not processes.should_join(None, None, None, {})  # nothing to join: a no-op
+    assert processes.should_join(None, None, None, {"OMPI_COMM_WORLD_SIZE": "2"})
+    assert process.join_job(None, None, None) == 1  # (the test session is no cluster job)
     with pytest.raises(ConfigError, match="go together"):
-        runtime.start_distributed("127.0.0.1:1", 2, None, {})
+        processes.should_join("127.0.0.1:1", 2, None, {})
     with pytest.raises(ConfigError, match=r"--process_id 2 must be in \[0, 2\)"):
-        runtime.start_distributed("127.0.0.1:1", 2, 2, {})
+        processes.should_join("127.0.0.1:1", 2, 2, {})
 
 
 # Runs in a child with 8 host devices (the count is fixed when JAX starts). For each model family:
@@ -70,10 +73,11 @@ def test_cluster_environments_and_partial_flags():
 # devices and both kinds, and Mamba (whose parameters the same rules shard) one mesh with both kinds.
 _MESHES_VS_PLAIN = r"""
 import json, sys, tempfile
-sys.path.insert(0, sys.argv[1])
 import jax, jax.numpy as jnp, numpy as np
-import gpt2_tiny, mamba_tiny
-from bytelm import batches, checkpoints, mesh, models, train
+from bytelm import models
+from bytelm.config_base import load_config_file
+from bytelm.parallel import mesh
+from bytelm.training import checkpoints, optimizer, step
 assert jax.device_count() == 8, jax.devices()
 B, L, STEPS, SAVE_AT = 8, 32, 20, 10
 SPECS = {
@@ -83,35 +87,35 @@ SPECS = {
 ids = np.random.default_rng(1).integers(0, 256, size=(STEPS * B * (L + 1),)).astype(np.uint8)
 starts = lambda i: (np.arange(B) + i * B) * (L + 1)
 out = {}
-for cfg in (gpt2_tiny.get_config(), mamba_tiny.get_config()):
+for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny", "mamba_tiny")):
     cfg.model.seq_len, cfg.model.num_layers = L, 1
     if cfg.model.name == "mamba":
         cfg.model.d_model = 32
-    model, opt = models.build(cfg.model), train.make_optimizer(cfg.train)
+    model, opt = models.build(cfg.model), optimizer.make_optimizer(cfg.train)
     params = jax.device_get(models.init_variables(model, jax.random.key(0)))
-    host_state = train.TrainState(np.zeros((), np.int32), params, jax.device_get(opt.init(params)))
+    host_state = step.TrainState(np.zeros((), np.int32), params, jax.device_get(opt.init(params)))
 
     compiled = {}
 
     def run(m, state, first, last, shardings=None):
         key = None if m is None else (tuple(m.devices.flat), tuple(m.shape.items()))
         if key not in compiled:
-            compiled[key] = train.make_steps(model, opt, B, L, mesh=m, state_shardings=shardings)[0]
-        step = compiled[key]
-        make = train.batch_maker(ids, L, B, m)
+            compiled[key] = step.make_steps(model, opt, B, L, device_mesh=m, state_shardings=shardings)[0]
+        train_step = compiled[key]
+        make = step.batch_maker(ids, L, B, m)
         losses = []
         for i in range(first, last):
-            state, metrics = step(state, make(starts(i)))
+            state, metrics = train_step(state, make(starts(i)))
             losses.append(float(mesh.to_host(metrics)["loss"]))
         return state, losses
 
-    one = mesh.build("data=1", jax.devices()[:1])
+    one = mesh.make_mesh("data=1", jax.devices()[:1])
     one_sh = mesh.state_shardings(one, host_state, 0)
     _, reference = run(one, mesh.put(host_state, one_sh), 0, STEPS, one_sh)
     rel = lambda a, b: max(abs(x - y) / abs(x) for x, y in zip(a, b))
     result = {}
     for spec, n in SPECS[cfg.model.name]:
-        m = mesh.build(spec, jax.devices()[:n])
+        m = mesh.make_mesh(spec, jax.devices()[:n])
         shardings = mesh.state_shardings(m, host_state, 0)
         state, losses = run(m, mesh.put(host_state, shardings), 0, STEPS, shardings)
         emb = jax.tree_util.tree_leaves(state.params)[0].sharding.spec
@@ -119,12 +123,13 @@ for cfg in (gpt2_tiny.get_config(), mamba_tiny.get_config()):
         if cfg.model.name == "gpt2" and spec == "fsdp=4":  # save at SAVE_AT, restore on 1 and 2 devices
             folder = tempfile.mkdtemp()
             state, _ = run(m, mesh.put(host_state, shardings), 0, SAVE_AT, shardings)
-            mngr = checkpoints.manager(folder, 1)
-            checkpoints.save(mngr, SAVE_AT, state, {"note": "saved on 4 devices, fsdp=4"})
+            with checkpoints.open_manager(folder, 1) as mngr:
+                checkpoints.save(mngr, SAVE_AT, state, {"note": "saved on 4 devices, fsdp=4"})
             for spec2, n2 in (("data=1", 1), ("data=2", 2)):  # meshes compiled above
-                m2 = mesh.build(spec2, jax.devices()[:n2])
+                m2 = mesh.make_mesh(spec2, jax.devices()[:n2])
                 sh2 = mesh.state_shardings(m2, host_state, 0)
-                restored, meta = checkpoints.restore(mngr, SAVE_AT, host_state, sh2)
+                with checkpoints.open_manager(folder, 1) as mngr:
+                    restored, meta = checkpoints.restore(mngr, SAVE_AT, host_state, sh2)
                 restored = jax.tree_util.tree_unflatten(
                     jax.tree_util.tree_structure(host_state), jax.tree_util.tree_leaves(restored))
                 devices = {d.id for leaf in jax.tree_util.tree_leaves(restored) for d in leaf.sharding.device_set}

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gpt2_tiny
-from bytelm import models, param_pack
-from bytelm.param_pack import ParamPackError, load_pack, save_pack
+from bytelm import models
+from bytelm.artifacts import param_pack
+from bytelm.artifacts.param_pack import ParamPackError, load_pack, save_pack
+from conftest import load_config
 
 
 def special_values(dtype) -> np.ndarray:
@@ -78,7 +79,7 @@ def test_pack_schema_and_stats(tmp_path):
 
 
 def test_gpt2_params_round_trip_through_the_model(tmp_path):
-    model = models.build(gpt2_tiny.get_config().model)
+    model = models.build(load_config("gpt2_tiny").model)
     variables = models.init_variables(model, jax.random.key(0))
     save_pack(tmp_path / "p.json", variables, {})
     back = load_pack(tmp_path / "p.json", expected=models.abstract_variables(model))
@@ -87,7 +88,7 @@ def test_gpt2_params_round_trip_through_the_model(tmp_path):
 
 
 def test_shape_mismatch_lists_every_problem_before_use(tmp_path):
-    model = models.build(gpt2_tiny.get_config().model)
+    model = models.build(load_config("gpt2_tiny").model)
     variables = jax.device_get(models.init_variables(model, jax.random.key(0)))
     flat = param_pack.flatten(variables)
     flat["params/wpe"] = np.zeros((32, 128), np.float32)  # wrong shape

@@ -8,12 +8,13 @@ import shutil
 import subprocess
 import sys
 
-import mamba_tiny
 import pytest
 
-import gpt2_tiny
-from bytelm import browser, models, plots, report, shapes, train, train_log
-from conftest import CONFIGS, REPO, mirror_env, tiny_config
+from bytelm import models
+from bytelm.artifacts import train_log
+from bytelm.reporting import browser, plots, report, shapes
+from bytelm.training.loop import train_and_evaluate
+from conftest import CONFIGS, REPO, load_config, mirror_env, tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,7 +49,7 @@ def plotted_run(tiny_shakespeare, tmp_path_factory):
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(plots, "write", counting_write)
-        summary = train.train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
+        summary = train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
     return cfg, workdir, summary, drawn
 
 
@@ -90,7 +91,9 @@ def test_plot_of_a_mismatched_log_warns_and_still_draws():
 def _assert_page_holds_the_run(page: str, workdir, summary) -> None:
     """Charts, the last steps, both probes, the sample, the parameter table and the config."""
     assert '<div class="charts" id="charts">' in page
-    assert 'data-name="loss"' in page and 'data-name="val_loss"' in page and 'aria-label="grad_norm"' in page
+    # matplotlib's charts: every series of the log drawn and named, the per-step fields beside them.
+    assert 'id="series-loss"' in page and 'id="series-val_loss"' in page and 'aria-label="grad_norm"' in page
+    assert 'aria-label="loss (nats per byte)"' in page and 'aria-label="tokens_per_s"' in page
     assert page.count("<tr>", page.index('id="last-steps"'), page.index("Probe")) == 1 + 6  # header + 6 steps
     assert "before training: loss" in page and "after training: loss" in page
     log = train_log.read(workdir / "train_log.json")
@@ -136,35 +139,33 @@ def test_report_warns_about_a_broken_run_instead_of_crashing(plotted_run, tmp_pa
     log["sample"] = None
     (broken / "train_log.json").write_text(json.dumps(log))
     (broken / "params.json").unlink()
-    page, warnings, _ = report.build(broken)
+    page, warnings, _ = report.render(broken)
     assert any("series 'val_loss' has 4 values but 3 steps" in w for w in warnings)
     assert any("no sample in the log" in w for w in warnings)
     assert any("params.json is missing" in w for w in warnings)
     assert page.count('<div class="warn">') == len(warnings) == 3
     (broken / "train_log.json").write_text("{not json")
-    page, warnings, _ = report.build(broken)
+    page, warnings, _ = report.render(broken)
     assert any("could not be read" in w for w in warnings) and "<h1>" in page
 
 
-@pytest.mark.parametrize("config, total", [(gpt2_tiny, 834_304), (mamba_tiny, 499_328)])
+@pytest.mark.parametrize("config, total", [("gpt2_tiny", 834_304), ("mamba_tiny", 499_328)])
 def test_shapes_print_modules_and_parameters_without_training(config, total):
-    proc = inspect(f"--config={CONFIGS}/{config.__name__}.py", "--shapes")
+    proc = inspect(f"--config={CONFIGS}/{config}.py", "--shapes")
     lines = proc.stdout.splitlines()
     assert lines[-1].split()[0] == "total" and lines[-1].split()[-1] == f"{total:,}"
-    if config is gpt2_tiny:
+    if config == "gpt2_tiny":
         assert any(line.split()[:2] == ["h_0/mlp/fc", "Dense"] and "float32[12, 64, 512]" in line for line in lines)
     else:
         expected = "float32[12, 256, 128] -> float32[12, 256, 512]"
         assert any(line.split()[:2] == ["layers_0/mixer/in_proj", "Dense"] and expected in line for line in lines)
     # The same count training reports: shapes come from the model, not from a second bookkeeping.
-    model = models.build(config.get_config().model)
+    model = models.build(load_config(config).model)
     assert models.count_params(shapes.parameter_shapes(model)) == total
 
 
 def test_gpt2_small_has_gpt2_small_shapes_at_the_byte_vocabulary():
-    import gpt2_small
-
-    model = models.build(gpt2_small.get_config().model)  # shapes only: nothing is allocated
+    model = models.build(load_config("gpt2_small").model)  # shapes only: nothing is allocated
     params = shapes.parameter_shapes(model)  # {"params/h_0/attn/qkv/kernel": shape, ...}
     shape = lambda path: tuple(getattr(params[f"params/{path}"], "shape", params[f"params/{path}"]))
     assert shape("h_11/mlp/fc/kernel") == (768, 3072)

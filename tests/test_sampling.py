@@ -3,10 +3,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bytelm import models, sampling, tokenizer
+from bytelm import models
+from bytelm.data import tokenizer
 from bytelm.errors import UsageError
 from bytelm.models.transformer import GPT2, GPT2Config
-from bytelm.sampling import SampleSettings, adjust_logits, choose_token
+from bytelm.sampling import choice
+from bytelm.sampling.choice import adjust_logits, choose_token
+from bytelm.sampling.decoders import sample_text
+from bytelm.sampling.reference import WindowSampler
+from bytelm.sampling.settings import SampleSettings
 
 SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
 
@@ -58,9 +63,9 @@ def test_a_draw_depends_only_on_seed_and_index():
 
 
 def test_recent_window_pads_with_minus_one():
-    np.testing.assert_array_equal(sampling.recent_window([1, 2, 3], 5), [-1, -1, 1, 2, 3])
-    np.testing.assert_array_equal(sampling.recent_window([1, 2, 3, 4, 5, 6], 2), [5, 6])
-    assert sampling.recent_window([1, 2], 0).size == 0
+    np.testing.assert_array_equal(choice.recent_window([1, 2, 3], 5), [-1, -1, 1, 2, 3])
+    np.testing.assert_array_equal(choice.recent_window([1, 2, 3, 4, 5, 6], 2), [5, 6])
+    assert choice.recent_window([1, 2], 0).size == 0
 
 
 @pytest.mark.parametrize(
@@ -89,17 +94,17 @@ def test_empty_prompt_is_fine_when_nothing_is_generated():
 def test_same_settings_give_the_same_text_and_run_past_the_window(small_model):
     model, variables = small_model
     s = SampleSettings(generate=40, temperature=0.9, top_k=20, repeat_penalty=0.5, repeat_window=8, seed=3)
-    a = sampling.sample_text(model, variables, "ROMEO:", s)  # 46 bytes > seq_len 16: the window crops
-    b = sampling.sample_text(model, variables, "ROMEO:", s)
+    a = sample_text(model, variables, "ROMEO:", s)  # 46 bytes > seq_len 16: the window crops
+    b = sample_text(model, variables, "ROMEO:", s)
     assert a == b and len(tokenizer.encode(a)) >= 1
-    c = sampling.sample_text(model, variables, "ROMEO:", SampleSettings(**{**s.__dict__, "seed": 4}))
+    c = sample_text(model, variables, "ROMEO:", SampleSettings(**{**s.__dict__, "seed": 4}))
     assert c != a
 
 
 def test_streamed_text_equals_returned_text(small_model):
     model, variables = small_model
     pieces = []
-    text = sampling.sample_text(
+    text = sample_text(
         model, variables, "Hi", SampleSettings(generate=30, top_k=0, temperature=1.5), on_text=pieces.append
     )
     assert "".join(pieces) == text
@@ -107,7 +112,7 @@ def test_streamed_text_equals_returned_text(small_model):
 
 def test_reference_sampler_logits_equal_the_full_forward_at_the_last_position(small_model):
     model, variables = small_model
-    sampler = sampling.ReferenceSampler(model, variables)
+    sampler = WindowSampler(model, variables)
     history = list(range(60, 80))  # 20 ids: the window holds the last 16
     full = model.apply(variables, jax.nn.one_hot(jnp.array([history[-16:]]), 256))[0, -1]
     np.testing.assert_allclose(sampler.logits(history), full, rtol=1e-5, atol=1e-5)

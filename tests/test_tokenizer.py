@@ -1,6 +1,6 @@
 import numpy as np
 
-from bytelm import tokenizer
+from bytelm.data import tokenizer
 
 
 def test_encode_is_utf8_bytes_as_int32():

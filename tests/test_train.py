@@ -6,15 +6,18 @@ import ml_collections
 import numpy as np
 import pytest
 
-import gpt2_tiny
-from bytelm import batches, models, param_pack, run_dir, train
+from bytelm import models
+from bytelm.artifacts import param_pack, run_dir
+from bytelm.data import batches
 from bytelm.errors import ConfigError, RunDirError
-from conftest import tiny_config
+from bytelm.training import evaluation, optimizer, step
+from bytelm.training.loop import train_and_evaluate
+from conftest import load_config, tiny_config
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    tc = gpt2_tiny.get_config().train
-    s = train.lr_schedule(tc)
+    tc = load_config("gpt2_tiny").train
+    s = optimizer.lr_schedule(tc)
     assert float(s(0)) == pytest.approx(1e-5)  # the first update: lr × 1/100
     assert float(s(99)) == pytest.approx(1e-3)
     assert float(s(100)) == pytest.approx(1e-3)
@@ -24,8 +27,8 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 
 def test_weight_decay_touches_matrices_only():
-    tc = gpt2_tiny.get_config().train
-    opt = train.make_optimizer(tc)
+    tc = load_config("gpt2_tiny").train
+    opt = optimizer.make_optimizer(tc)
     params = {"w": jnp.ones((3, 3)), "b": jnp.ones(3)}
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = opt.update(zero, opt.init(params), params)
@@ -38,8 +41,8 @@ def test_masked_positions_do_not_change_the_loss():
     b = batches.make_batch(np.array([65, 66, 67, 68], np.uint8), np.array([0, 1]), seq_len=6)
     other_y = b.y.copy()
     other_y[:, 4:] = np.eye(256, dtype=np.float32)[99]  # change only masked targets
-    a = train.masked_nll(logits, b.y, b.mask)
-    c = train.masked_nll(logits, other_y, b.mask)
+    a = step.masked_nll(logits, b.y, b.mask)
+    c = step.masked_nll(logits, other_y, b.mask)
     np.testing.assert_array_equal(a, c)
     assert float(a[0, 3]) == 0.0 and float(a[0, 2]) > 0.0
 
@@ -48,13 +51,13 @@ def test_masked_positions_do_not_change_the_loss():
 def test_evaluate_matches_a_window_by_window_reference(monkeypatch, in_flight):
     """The batched, pipelined evaluation (padded last batch, batches dispatched ahead) against one
     forward pass per window and a numpy log-softmax, on a random model and random ids."""
-    monkeypatch.setattr(train, "EVAL_IN_FLIGHT", in_flight)
+    monkeypatch.setattr(evaluation, "EVAL_IN_FLIGHT", in_flight)
     model = models.build(tiny_config("unused").model)  # seq_len 16
     params = models.init_variables(model, jax.random.key(2))
     ids = np.random.default_rng(3).integers(0, 256, size=300).astype(np.uint8)  # 19 tiles, the last short
     starts = batches.eval_starts(ids.size, 16, 0)
-    _, eval_step = train.make_steps(model, train.make_optimizer(gpt2_tiny.get_config().train), 8, 16)
-    ev = train.evaluate(eval_step, params, train.batch_maker(ids, 16, 8), starts, 8)
+    _, eval_step = step.make_steps(model, optimizer.make_optimizer(load_config("gpt2_tiny").train), 8, 16)
+    ev = evaluation.evaluate(eval_step, params, step.batch_maker(ids, 16, 8), starts, 8)
     per_window, total, count = [], 0.0, 0.0
     forward = jax.jit(model.apply)
     for start in starts:
@@ -71,31 +74,29 @@ def test_evaluate_matches_a_window_by_window_reference(monkeypatch, in_flight):
 
 
 def test_a_wrong_batch_fails_at_the_first_step_naming_the_expected_shape():
-    cfg = gpt2_tiny.get_config()
+    cfg = load_config("gpt2_tiny")
     model = models.build(cfg.model)
-    opt = train.make_optimizer(cfg.train)
+    opt = optimizer.make_optimizer(cfg.train)
     params = models.init_variables(model, jax.random.key(0))
-    state = train.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
-    step, _ = train.make_steps(model, opt, batch_size=12, seq_len=64)
+    state = step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
+    train_step, _ = step.make_steps(model, opt, batch_size=12, seq_len=64)
     wrong = batches.make_batch(np.arange(200, dtype=np.uint8), np.zeros(11, np.int64), seq_len=64)
     with pytest.raises(AssertionError, match=r"\(12, 64, 256\)"):
-        step(state, wrong)
+        train_step(state, wrong)
 
 
 def test_bad_train_fields_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="train.steps"):
-        train.train_and_evaluate(tiny_config(tmp_path / "x", train__steps=0), tmp_path / "run", out=lambda s: None)
+        train_and_evaluate(tiny_config(tmp_path / "x", train__steps=0), tmp_path / "run", out=lambda s: None)
     with pytest.raises(ConfigError, match="progress"):
-        train.train_and_evaluate(
-            tiny_config(tmp_path / "x", train__progress="fancy"), tmp_path / "r", out=lambda s: None
-        )
+        train_and_evaluate(tiny_config(tmp_path / "x", train__progress="fancy"), tmp_path / "r", out=lambda s: None)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_shakespeare, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     cfg = tiny_config(tiny_shakespeare, sample__generate=12, train__steps=6, train__eval_every=3)
-    summary = train.train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
+    summary = train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
     return cfg, workdir, summary
 
 
@@ -124,7 +125,7 @@ def test_same_config_and_seed_give_bit_identical_parameters(tiny_run, tmp_path):
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     cfg.runtime.fast_kernels = True
     logs = []
-    train.train_and_evaluate(cfg, tmp_path, out=logs.append, stream=lambda s: None)
+    train_and_evaluate(cfg, tmp_path, out=logs.append, stream=lambda s: None)
     assert [line for line in logs if line.startswith("warning:")] == [
         "warning: runtime.fast_kernels: no cuDNN attention on the cpu backend; using the float32 defaults"
     ]
@@ -137,7 +138,7 @@ def test_an_earlier_run_is_not_overwritten_without_asking(tiny_run, tmp_path):
     cfg, workdir, _ = tiny_run
     before = (workdir / "params.json").read_bytes()
     with pytest.raises(RunDirError, match="--overwrite"):
-        train.train_and_evaluate(cfg, workdir, out=lambda s: None)
+        train_and_evaluate(cfg, workdir, out=lambda s: None)
     assert (workdir / "params.json").read_bytes() == before
     f = tmp_path / "file"
     f.write_text("x")
@@ -151,7 +152,7 @@ def test_init_params_starts_from_a_pack(tiny_run, tmp_path):
     cfg2.train.lr = 1e-12  # so the one step barely moves the weights
     cfg2.train.min_lr = 0.0
     logs = []
-    train.train_and_evaluate(cfg2, tmp_path, out=logs.append)
+    train_and_evaluate(cfg2, tmp_path, out=logs.append)
     first_eval = json.loads((tmp_path / "train_log.json").read_text())["evaluations"][0]["val_loss"]
     trained = json.loads((workdir / "train_log.json").read_text())["evaluations"][-1]["val_loss"]
     assert first_eval == pytest.approx(trained, rel=1e-6)
@@ -159,7 +160,7 @@ def test_init_params_starts_from_a_pack(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_100_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
-    cfg = gpt2_tiny.get_config()
+    cfg = load_config("gpt2_tiny")
     cfg.data.file = str(tiny_shakespeare)
     cfg.train.steps = 100
     cfg.train.eval_every = 50
@@ -167,7 +168,7 @@ def test_100_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, t
     cfg.data.final_eval_windows = 128
     cfg.train.progress = "none"
     cfg.sample.generate = 0
-    summary = train.train_and_evaluate(cfg, tmp_path, out=lambda s: None)
+    summary = train_and_evaluate(cfg, tmp_path, out=lambda s: None)
     log = json.loads((tmp_path / "train_log.json").read_text())
     first, last = log["evaluations"][0]["val_loss"], log["evaluations"][-1]["val_loss"]
     assert first > 5.0  # about ln(256) = 5.55 for an untrained byte model

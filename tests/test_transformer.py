@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import math
 
 import chex
@@ -7,17 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import gpt2_tiny
-from bytelm import models, param_pack, runtime
+from bytelm import models
+from bytelm.artifacts import param_pack
 from bytelm.errors import ConfigError
 from bytelm.models import transformer
 from bytelm.models.transformer import GPT2, GPT2Config, causal_attention
+from bytelm.parallel import runtime
+from conftest import load_config
 
 SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
 
 
 def test_gpt2_tiny_parameter_shapes_and_count():
-    model = models.build(gpt2_tiny.get_config().model)
+    model = models.build(load_config("gpt2_tiny").model)
     shapes = {p: tuple(x.shape) for p, x in param_pack.flatten(models.abstract_variables(model)).items()}
     assert shapes["params/wte"] == (256, 128)
     assert shapes["params/wpe"] == (64, 128)
@@ -122,13 +125,13 @@ def test_bfloat16_compute_keeps_float32_parameters_gradients_and_logits():
     grads = jax.jit(jax.grad(lambda v: fast.apply(v, x).sum()))(variables)
     chex.assert_trees_all_equal_dtypes(grads, variables)
     cache = transformer.empty_cache(SMALL, 3)  # cached decoding works in bfloat16 too, into a float32 cache
-    step_logits, cache = jax.jit(fast.apply)(variables, x[:, :4], cache, 0)
+    step_logits, cache = jax.jit(functools.partial(fast.apply, method=fast.decode))(variables, x[:, :4], cache, 0)
     chex.assert_type([step_logits, cache[0].k], [jnp.float32, jnp.float32])
     assert float(jnp.abs(step_logits - logits_ref[:, :4]).max()) < 0.02 * float(logits_ref.std()) + 1e-3
 
 
 def test_fast_kernels_fall_back_on_a_cpu_with_one_line():
-    cfg = gpt2_tiny.get_config()
+    cfg = load_config("gpt2_tiny")
     assert runtime.model_kernels(cfg) == ({}, None)  # off by default
     cfg.runtime.fast_kernels = True
     kernels, warning = runtime.model_kernels(cfg)
@@ -140,11 +143,11 @@ def test_fast_kernels_fall_back_on_a_cpu_with_one_line():
     with pytest.raises(ConfigError, match="gpt2 only"):
         models.build(cfg.model, compute_dtype="bfloat16")
     with pytest.raises(ConfigError, match="compute dtype 'float16'"):
-        models.build(gpt2_tiny.get_config().model, compute_dtype="float16")
+        models.build(load_config("gpt2_tiny").model, compute_dtype="float16")
 
 
 def test_bad_sizes_are_config_errors():
-    cfg = gpt2_tiny.get_config()
+    cfg = load_config("gpt2_tiny")
     cfg.model.num_layers = 0
     with pytest.raises(ConfigError, match="num_layers"):
         models.build(cfg.model)

@@ -1,4 +1,8 @@
-"""Builds a model from `config.model.name`. Models know nothing of training or sampling.
+"""The model registry: builds a model from `config.model.name`. Models know nothing of training or sampling.
+
+    transformer  GPT-2, top to bottom (attention, MLP, block, model; cached decoding)
+    mamba        Mamba: config, initialisers, conv, mixer, block, model; one-token decoding steps
+    scans        the selective scan: the sequential reference, fused, parallel and chunked forms
 
 Every model maps one-hot tokens `[B, L, 256]` to logits `[B, L, 256]` through
 `model.apply(variables, x)`, where `variables = {'params': ...}` is the tree a parameter pack holds.
@@ -10,10 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bytelm.data.tokenizer import VOCAB_SIZE
 from bytelm.errors import ConfigError
 from bytelm.models import mamba, transformer
 from bytelm.models.transformer import GPT2, GPT2Config
-from bytelm.tokenizer import VOCAB_SIZE
 
 MODEL_NAMES = ("gpt2", "mamba")
 
@@ -22,7 +26,7 @@ def build(model_config, **kernels: str) -> nn.Module:
     """The flax module named by `model_config.name`, with sizes from the same config.
 
     `kernels` (GPT-2 only: `attention`, `compute_dtype`) choose how it computes, not what: the
-    parameters are the same tree either way (`bytelm.runtime.model_kernels` picks them)."""
+    parameters are the same tree either way (`bytelm.parallel.runtime.model_kernels` picks them)."""
     name = model_config.name
     if name == "gpt2":
         return GPT2(GPT2Config.from_config(model_config, **kernels))
@@ -34,8 +38,8 @@ def build(model_config, **kernels: str) -> nn.Module:
 
 
 def is_recurrent(model: nn.Module) -> bool:
-    """True for models that decode one token at a time from a fixed-size state (`model.step`),
-    False for window models that must see their whole (cropped) context."""
+    """True for models that decode one token at a time from a fixed-size state (`Mamba.step`),
+    False for window models that must see their whole (cropped) context (`GPT2.decode`)."""
     return isinstance(model, mamba.Mamba)
 
 

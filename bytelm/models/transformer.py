@@ -36,8 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bytelm.errors import ConfigError
-from bytelm.tokenizer import VOCAB_SIZE
+from bytelm.data.tokenizer import VOCAB_SIZE
+from bytelm.errors import ConfigError, check_at_least
 
 LAYER_NORM_EPS = 1e-5  # GPT-2's value
 INIT_STD = 0.02  # GPT-2's initialiser: normal(0, 0.02) for every matrix
@@ -79,9 +79,8 @@ class GPT2Config:
             attention=attention,
             compute_dtype=compute_dtype,
         )
-        for field in ("seq_len", "num_layers", "num_heads", "head_dim", "ffn_hidden"):
-            if getattr(cfg, field) < 1:
-                raise ConfigError(f"model.{field} must be at least 1, got {getattr(cfg, field)}")
+        sizes = ("seq_len", "num_layers", "num_heads", "head_dim", "ffn_hidden")
+        check_at_least("model", {f: getattr(cfg, f) for f in sizes})
         if attention not in ATTENTION_KERNELS or compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(
                 f"attention {attention!r} / compute dtype {compute_dtype!r}: expected one of "
@@ -179,37 +178,51 @@ class Block(nn.Module):
 
 
 class GPT2(nn.Module):
-    """`apply({'params': p}, x)` maps one-hot tokens `[B, L, V]` (L <= seq_len) to logits `[B, L, V]`.
+    """GPT-2 over one-hot bytes.
 
-    Cached decoding: `apply(variables, x, cache, pos)` runs L tokens at absolute positions
-    pos..pos+L−1 against the keys and values of the earlier positions (start from `empty_cache`) and
-    returns `(logits, cache)`. The prompt is one such call (prefill); after it each new token costs
-    attention over the cache instead of a forward pass over the whole window. Positions are absolute
-    and learned, so the cache only holds while pos + L <= seq_len: past that every position shifts.
+    `apply(variables, x)`: one-hot tokens `[B, L, V]` (L <= seq_len) → logits `[B, L, V]`.
+
+    `apply(variables, x, cache, pos, method=GPT2.decode)`: cached decoding. The L tokens sit at
+    absolute positions pos..pos+L−1 and attend to the keys and values of the earlier positions in
+    `cache` (start from `empty_cache`); returns `(logits [B, L, V], cache)`. The prompt is one such
+    call (prefill); after it each new token costs attention over the cache instead of a forward pass
+    over the whole window. Positions are absolute and learned, so the cache only holds while
+    pos + L <= seq_len: past that every position shifts.
     """
 
     config: GPT2Config
 
-    @nn.compact
-    def __call__(self, x_BxLxV: jax.Array, cache: tuple[KVCache, ...] | None = None, pos=0):
+    def setup(self):
+        c = self.config
+        self.wte = self.param("wte", nn.initializers.normal(INIT_STD), (c.vocab_size, c.width))
+        self.wpe = self.param("wpe", nn.initializers.normal(INIT_STD), (c.seq_len, c.width))
+        self.h = [Block(c) for _ in range(c.num_layers)]  # named h_0, h_1, …
+        self.ln_f = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=c.dtype)
+
+    def __call__(self, x_BxLxV: jax.Array) -> jax.Array:
+        L = x_BxLxV.shape[1]
+        if L > self.config.seq_len:
+            raise ValueError(f"input length {L} exceeds model.seq_len {self.config.seq_len}")
+        return self._forward(x_BxLxV, None, 0)[0]
+
+    def decode(self, x_BxLxV: jax.Array, cache: tuple[KVCache, ...], pos) -> tuple[jax.Array, tuple[KVCache, ...]]:
+        return self._forward(x_BxLxV, cache, pos)
+
+    def _forward(self, x_BxLxV, cache, pos):
         c = self.config
         B, L, V = x_BxLxV.shape
         chex.assert_shape(x_BxLxV, (None, None, c.vocab_size))
-        if L > c.seq_len:
-            raise ValueError(f"input length {L} exceeds model.seq_len {c.seq_len}")
-        wte = self.param("wte", nn.initializers.normal(INIT_STD), (c.vocab_size, c.width))
-        wpe = self.param("wpe", nn.initializers.normal(INIT_STD), (c.seq_len, c.width))
         # One-hot × embedding matrix: the input is the typed one-hot the pipeline builds.
-        x_BxLxD = x_BxLxV.astype(wte.dtype) @ wte + jax.lax.dynamic_slice_in_dim(wpe, pos, L)
+        x_BxLxD = x_BxLxV.astype(self.wte.dtype) @ self.wte + jax.lax.dynamic_slice_in_dim(self.wpe, pos, L)
         new_cache = []
-        for i in range(c.num_layers):
-            x_BxLxD, layer_cache = Block(c, name=f"h_{i}")(x_BxLxD, None if cache is None else cache[i], pos)
+        for i, block in enumerate(self.h):
+            x_BxLxD, layer_cache = block(x_BxLxD, None if cache is None else cache[i], pos)
             new_cache.append(layer_cache)
-        x_BxLxD = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=c.dtype, name="ln_f")(x_BxLxD)
+        x_BxLxD = self.ln_f(x_BxLxD)
         # The head is tied to the token embedding; logits come back float32 in any compute dtype.
-        logits_BxLxV = (x_BxLxD @ wte.T.astype(c.dtype)).astype(jnp.float32)
+        logits_BxLxV = (x_BxLxD @ self.wte.T.astype(c.dtype)).astype(jnp.float32)
         chex.assert_shape(logits_BxLxV, (B, L, c.vocab_size))
-        return logits_BxLxV if cache is None else (logits_BxLxV, tuple(new_cache))
+        return logits_BxLxV, tuple(new_cache)
 
 
 def empty_cache(config: GPT2Config, batch: int, dtype=jnp.float32) -> tuple[KVCache, ...]:

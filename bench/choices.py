@@ -1,0 +1,209 @@
+"""Choices: the measurements behind the defaults whose comments point to "BENCHMARKS.md, Choices".
+
+Each choice is measured against its alternatives in the same run, and reported as a rate per value
+with its spread and the ratio to the chosen value (above 1: faster than the chosen one):
+
+    eval batch        validation windows/s at `train.eval_batch_size` 32 and 128
+    CPU devices       training tokens/s of the config on one host device and on two (`runtime.cpu_devices`)
+    matmul dtype      matmul GFLOP/s in float32 and bfloat16 (what `runtime.fast_kernels` falls back from)
+    fused unroll      mamba_tiny's fused scan, forward and backward, at unroll 1, 4 and 8 (`scans.FUSED_UNROLL`)
+    streaming         the fast decoder's tokens/s streaming 16 or 64 bytes per call, or one call for all
+    checkpoint save   saves/s of gpt2_tiny's train state from host copies or from device arrays
+    start-up          runs/s of the tiny runtime check with an empty and a warm compilation cache
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from bench.measure import matmul_ceiling_gflops, summarize
+from bench.sampling_speed import SETTINGS, timed_generation
+from bench.training_speed import compile_train_step, pipelined_runs
+from bytelm import models
+from bytelm.data import batches, corpus
+from bytelm.models import scans
+from bytelm.parallel import mesh
+from bytelm.sampling.decoders import make_sampler
+from bytelm.training import checkpoints, evaluation, optimizer, step
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _choice(name: str, unit: str, chosen, rates: dict, note: str = "", fmt: str = ",.0f") -> dict:
+    """One table entry: `rates` maps each value to its measured rates (higher is better)."""
+    base = summarize(rates[chosen])["median"]
+    values = [{"value": str(v), "rate": summarize(r), "ratio": summarize(r)["median"] / base} for v, r in rates.items()]
+    return {"choice": name, "unit": unit, "chosen": str(chosen), "values": values, "note": note, "fmt": fmt}
+
+
+def _interleaved(measure: dict[str, Callable[[], float]], repeats: int, warm_up: bool = True) -> dict[str, list]:
+    """Each value's rates from `repeats` rounds that take every value in turn, so that the machine's
+    drift falls on all of them alike; each is called once first to compile and warm up."""
+    if warm_up:
+        for fn in measure.values():
+            fn()
+    rates: dict[str, list] = {k: [] for k in measure}
+    for _ in range(repeats):
+        for k, fn in measure.items():
+            rates[k].append(fn())
+    return rates
+
+
+def _timed(fn: Callable[[], object], work: float) -> float:
+    """`work` units per second of one call of `fn`."""
+    t = time.perf_counter()
+    fn()
+    return work / (time.perf_counter() - t)
+
+
+def _eval_batch(config, ids: np.ndarray, repeats: int) -> dict:
+    model = models.build(config.model)
+    params = models.init_variables(model, jax.random.key(0))
+    seq_len, device_mesh = config.model.seq_len, mesh.make_mesh(config.runtime.mesh)
+    starts = batches.eval_starts(ids.size, seq_len, 256)
+    measure = {}
+    for size in (32, 128):
+        _, eval_step = step.make_steps(model, optimizer.make_optimizer(config.train), size, seq_len, 0.0, device_mesh)
+        make = step.batch_maker(ids, seq_len, size, device_mesh)
+        measure[str(size)] = functools.partial(
+            _timed, functools.partial(evaluation.evaluate, eval_step, params, make, starts, size), starts.size
+        )
+    rates = _interleaved(measure, repeats)
+    return _choice("eval batch (train.eval_batch_size)", "windows/s", config.train.eval_batch_size, rates)
+
+
+def _cpu_devices(config, ids: np.ndarray, repeats: int) -> dict:
+    name = "CPU devices (runtime.cpu_devices)"
+    if jax.device_count() < 2:
+        return _choice(name, "tokens/s", 1, {1: [float("nan")]}, "one device here: not measured")
+    tc, seq_len, measure = config.train, config.model.seq_len, {}
+    for n in (1, 2):
+        device_mesh = mesh.make_mesh("data=-1", jax.devices()[:n])
+        make = step.batch_maker(ids, seq_len, tc.batch_size, device_mesh)
+        batch = lambda i, make=make: make(batches.train_starts(ids.size, seq_len, tc.batch_size, i, 0, None))
+        compiled, state, _ = compile_train_step(config, batch(0), device_mesh)
+        runs = lambda compiled=compiled, state=state, batch=batch: pipelined_runs(compiled, state, batch, 20, 1)[0]
+        measure[str(n)] = lambda runs=runs: tc.batch_size * seq_len * 20 / sum(runs())
+    rates = _interleaved(measure, repeats, warm_up=False)  # each run has its own warm-up steps
+    return _choice(name, "tokens/s", 2, rates, f"{config.name}, 20 steps a round")
+
+
+def _matmul_dtype(repeats: int) -> dict:
+    measure = {
+        name: lambda dtype=dtype: matmul_ceiling_gflops(1024, 3, dtype)["gflops"]["median"]
+        for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))
+    }
+    rates = _interleaved(measure, repeats, warm_up=False)  # each call warms up its own matmul
+    return _choice("matmul dtype on this backend (runtime.fast_kernels)", "GFLOP/s", "float32", rates, fmt=",.1f")
+
+
+def _scan_inputs(mamba) -> tuple:
+    """Random inputs of mamba_tiny's scan shapes: x, dt, A, B, C, D."""
+    c = models.mamba.MambaConfig.from_config(mamba.model)
+    b, l, d, n = mamba.train.batch_size, c.seq_len, c.d_inner, c.d_state
+    k = jax.random.split(jax.random.key(0), 6)
+    return (
+        jax.random.normal(k[0], (b, l, d)),
+        jax.nn.softplus(jax.random.normal(k[1], (b, l, d))),
+        -jnp.exp(jax.random.normal(k[2], (d, n))),
+        jax.random.normal(k[3], (b, l, n)),
+        jax.random.normal(k[4], (b, l, n)),
+        jax.random.normal(k[5], (d,)),
+    )
+
+
+def _fused_unroll(mamba, repeats: int) -> dict:
+    inputs = _scan_inputs(mamba)
+    b, l, d = inputs[0].shape
+    measure = {}
+    for unroll in (1, 4, 8):
+        scan = functools.partial(scans.selective_scan, mode="fused", unroll=unroll)
+        grad = jax.jit(jax.grad(lambda *a, scan=scan: jnp.sum(scan(*a)), argnums=tuple(range(6))))
+        measure[str(unroll)] = lambda grad=grad: _timed(lambda: jax.block_until_ready(grad(*inputs)), b * l)
+    rates = _interleaved(measure, repeats)
+    note = f"forward and backward; mamba_tiny: batch {b}, length {l}, d_inner {d}, d_state {inputs[2].shape[1]}"
+    return _choice("fused scan unroll (scans.FUSED_UNROLL)", "positions/s", scans.FUSED_UNROLL, rates, note)
+
+
+def _streaming(gpt2_tiny, repeats: int) -> dict:
+    model = models.build(gpt2_tiny.model)
+    variables = models.init_variables(model, jax.random.key(0))
+    settings = dataclasses.replace(SETTINGS, generate=220)
+    measure = {}
+    for chunk, label in ((16, "16"), (64, "64"), (220, "one call")):
+        sampler = make_sampler(model, variables, "fast", chunk)
+        measure[label] = lambda sampler=sampler: 220 / timed_generation(sampler, list(b"ROMEO:"), settings)[0]
+    rates = _interleaved(measure, repeats)
+    chosen = str(gpt2_tiny.sample.stream_chunk)
+    return _choice("fast decoder streaming (sample.stream_chunk)", "tokens/s", chosen, rates, "gpt2_tiny, 220 bytes")
+
+
+def _checkpoint_save(gpt2_tiny, repeats: int) -> dict:
+    model, opt = models.build(gpt2_tiny.model), optimizer.make_optimizer(gpt2_tiny.train)
+    params = models.init_variables(model, jax.random.key(0))
+    state, _ = step.place_state(params, opt, mesh.make_mesh(gpt2_tiny.runtime.mesh), gpt2_tiny.runtime.fsdp_min_size)
+    with tempfile.TemporaryDirectory() as folder, checkpoints.open_manager(Path(folder), 1) as mngr:
+        counter = iter(range(1, 10_000))
+
+        def device_arrays() -> None:  # orbax given the device arrays themselves
+            args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({}))
+            mngr.save(next(counter), args=args, force=True)
+            mngr.wait_until_finished()
+
+        measure = {
+            "host copies": lambda: _timed(lambda: checkpoints.save(mngr, next(counter), state, {}), 1),
+            "device arrays": lambda: _timed(device_arrays, 1),
+        }
+        rates = _interleaved(measure, repeats)
+    return _choice("checkpoint save (training.checkpoints.save)", "saves/s", "host copies", rates, fmt=",.2f")
+
+
+def _start_up(repeats: int) -> dict:
+    """The tiny runtime check as a user runs it: a fresh cache folder, then the same folder again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    rates = {"empty cache": [], "warm cache": []}
+    for _ in range(max(1, min(repeats, 2))):  # whole processes: two rounds say enough
+        with tempfile.TemporaryDirectory() as folder:
+            cmd = [
+                sys.executable, "-m", "launch.train", f"--config={REPO}/configs/gpt2_tiny.py",
+                "--config.train.steps=1", "--config.data.windows=1", "--config.sample.generate=0",
+                f"--workdir={folder}/run", "--overwrite", f"--config.runtime.compilation_cache_dir={folder}/cache",
+            ]  # fmt: skip
+            run = functools.partial(subprocess.run, cmd, cwd=REPO, env=env, check=True, capture_output=True)
+            for label in rates:  # the first run fills the folder's cache, the second finds it
+                rates[label].append(_timed(run, 1))
+    note = "the runtime check: launch.train of gpt2_tiny for one step, whole process"
+    return _choice("start-up (runtime.compilation_cache_dir)", "runs/s", "warm cache", rates, note, fmt=",.3f")
+
+
+def bench_choices(
+    config: ml_collections.ConfigDict, configs: dict, repeats: int, log: Callable[[str], None]
+) -> list[dict]:
+    """Every choice of the module docstring, measured in this run."""
+    ids = np.asarray(corpus.load(config.data, config.model.seq_len).train)
+    rows = [
+        _eval_batch(config, ids, repeats),
+        _cpu_devices(config, ids, repeats),
+        _matmul_dtype(repeats),
+        _fused_unroll(configs["mamba_tiny"], repeats),
+        _streaming(configs["gpt2_tiny"], repeats),
+        _checkpoint_save(configs["gpt2_tiny"], repeats),
+        _start_up(repeats),
+    ]
+    for r in rows:
+        log("choice  " + r["choice"] + ": " + ", ".join(f"{v['value']} ×{v['ratio']:.2f}" for v in r["values"]))
+    return rows

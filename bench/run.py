@@ -1,0 +1,152 @@
+"""One benchmark run: which sections run, what an earlier JSON keeps, and the files it writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from bench import choices, pack_speed, peers, sampling_speed, scan_speed, tables, training_speed
+from bench.measure import matmul_ceiling_gflops
+from bytelm.atomic_io import atomic_write_json, atomic_write_text
+from bytelm.config_base import load_config_file
+from bytelm.data import corpus
+from bytelm.errors import UsageError
+
+SECTIONS = ("train", "sample", "pack", "scan", "choices", "recipe")
+DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What `launch.benchmark`'s flags ask for."""
+
+    config: ml_collections.ConfigDict  # the config the train and recipe sections train
+    only: tuple[str, ...] = DEFAULT_SECTIONS
+    peer: str = ""
+    train_steps: int = 50
+    pack_params_m: float = 100.0
+    out: str = "bench.json"
+    markdown: str = "BENCHMARKS.md"
+    repeats: int = 3
+    scan_lengths: tuple[int, ...] = (64, 256, 1024, 2048)
+    scan_forms: tuple[str, ...] = ("sequential", "fused", "parallel:16", "parallel:64", "parallel")
+    scan_memory_budget_gb: float = 14.0
+    config_dir: str = "configs"
+
+    def check(self) -> None:
+        unknown = set(self.only) - set(SECTIONS)
+        if unknown:
+            raise UsageError(
+                f"unknown benchmark section {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}"
+            )
+        if self.repeats < 1 or self.train_steps < 1:
+            raise UsageError(f"--repeats and --train_steps must be at least 1, got {self.repeats}, {self.train_steps}")
+
+
+def machine() -> dict:
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
+def _start_document(o: Options) -> tuple[dict, list[dict]]:
+    """This run's document, holding the sections of an existing `--out` that this run does not
+    measure (each with the date it was measured), and the earlier scan rows."""
+    doc = {"machine": machine(), "repeats": o.repeats}
+    previous_scan, measured = [], {}
+    if os.path.exists(o.out):
+        try:
+            previous = json.loads(Path(o.out).read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read {o.out} to keep its other sections ({e}): pass a new --out") from None
+        previous_scan = [r for r in previous.get("scan", []) if "memory_mb" in r]  # older files: peak RSS
+        doc = {**{k: previous[k] for k in SECTIONS if k in previous}, **doc}
+        earlier = previous.get("measured") or {k: previous["machine"]["date"] for k in SECTIONS if k in previous}
+        measured = {k: v for k, v in earlier.items() if k in doc}
+    doc["measured"] = {**measured, **{k: doc["machine"]["date"] for k in o.only}}
+    return doc, previous_scan
+
+
+def _train_section(o: Options, log: Callable[[str], None]) -> dict:
+    ceiling = matmul_ceiling_gflops()
+    log(f"ceiling float32 matmul {ceiling['n']}³: {ceiling['gflops']['median']:.1f} GFLOP/s")
+    data = corpus.load(o.config.data, o.config.model.seq_len)
+    run = training_speed.bench_train(
+        o.config, np.asarray(data.train), o.train_steps, o.repeats, log, ceiling_gflops=ceiling["gflops"]["median"]
+    )
+    section = {"ceiling": ceiling, "runs": [run]}
+    if o.peer:
+        peer = peers.run_peer(o.config, data.path, 10 + o.train_steps * o.repeats, eval_windows=1)
+        peer["ratio"] = peer["step_ms"]["median"] / run["step_ms"]["median"]
+        section["peer"] = peer
+        log(
+            f"peer    {peer['peer']}: {peer['tokens_per_s']:,.0f} tok/s (step {peer['step_ms']['median']:.1f} ms); "
+            f"bytelm / peer = {peer['ratio']:.2f}"
+        )
+    return section
+
+
+def _scan_section(o: Options, mamba: ml_collections.ConfigDict, previous: list[dict], log) -> list[dict]:
+    data = corpus.load(mamba.data, max(o.scan_lengths))
+    rows = scan_speed.bench_scan(
+        mamba, np.asarray(data.train), list(o.scan_lengths), list(o.scan_forms), o.repeats, log,
+        memory_budget_gb=o.scan_memory_budget_gb,
+    )  # fmt: skip
+    # Keep the earlier measurements of the (length, form) pairs this run did not cover.
+    done = {(r["length"], r["form"]) for r in rows}
+    kept = [r for r in previous if (r["length"], r["form"]) not in done]
+    return sorted(kept + rows, key=lambda r: r["length"])
+
+
+def _recipe_section(o: Options, log) -> dict:
+    section = {"ours": training_speed.recipe(o.config, log)}
+    if o.peer:
+        data = corpus.load(o.config.data, o.config.model.seq_len)
+        peer = peers.run_peer(o.config, data.path, o.config.train.steps, eval_windows=o.config.data.final_eval_windows)
+        peer["wall_ratio"] = section["ours"]["wall_s"] / peer["wall_s"]
+        section["peer"] = peer
+        log(
+            f"peer    {peer['peer']} {peer['steps']} steps: val {peer['val_loss']:.4f}, wall {peer['wall_s']:.1f} s; "
+            f"bytelm wall / peer wall = {peer['wall_ratio']:.2f}"
+        )
+    return section
+
+
+def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
+    """Runs the sections `o.only` asks for, then writes the JSON and regenerates the markdown."""
+    o.check()
+    configs = {name: load_config_file(Path(o.config_dir) / f"{name}.py") for name in ("gpt2_tiny", "mamba_tiny")}
+    doc, previous_scan = _start_document(o)
+    if "train" in o.only:
+        doc["train"] = _train_section(o, log)
+    if "sample" in o.only:
+        doc["sample"] = sampling_speed.bench_sample(configs, o.repeats, log)
+    if "pack" in o.only:
+        with tempfile.TemporaryDirectory() as folder:
+            doc["pack"] = pack_speed.bench_pack(o.pack_params_m, o.repeats, folder, log)
+    if "scan" in o.only:
+        doc["scan"] = _scan_section(o, configs["mamba_tiny"], previous_scan, log)
+    if "choices" in o.only:
+        doc["choices"] = choices.bench_choices(o.config, configs, o.repeats, log)
+    if "recipe" in o.only:
+        doc["recipe"] = _recipe_section(o, log)
+    atomic_write_json(o.out, doc)
+    if o.markdown:
+        atomic_write_text(Path(o.markdown), tables.markdown(doc))
+    print(f"wrote {o.out}" + (f" and {o.markdown}" if o.markdown else ""))

@@ -1,0 +1,14 @@
+"""Training: from a config and a corpus to a trained run directory.
+
+optimizer    AdamW and its warm-up + cosine schedule
+step         the train state, the masked loss, the jitted train and eval steps, batch placement
+evaluation   validation loss over a fixed window set with its standard error; the probe
+checks       cross-field checks of the config
+workdir      a fresh run, or the checkpoint to resume from
+checkpoints  orbax train-state checkpoints: save, find the latest, restore onto any mesh
+history      the log so far (records, evaluations, probes, timings); recording a step; the summary
+progress     a tqdm bar or plain progress lines
+signals      SIGINT/SIGTERM: stop after the current step
+background   compiling the train step while the step-0 evaluation runs
+loop         `train_and_evaluate`: the run, as its named steps
+"""

@@ -1,0 +1,63 @@
+"""Validation loss over a fixed window set, with its standard error; the probe of one window."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from bytelm.data import batches
+from bytelm.parallel import mesh
+from bytelm.reporting import probe
+
+# Evaluation batches dispatched ahead of the one being read back: the host builds the next batch's
+# one-hot tensors while the devices run this one (more would only hold more batches in memory).
+EVAL_IN_FLIGHT = 1
+
+
+def evaluate(
+    eval_step, params, make: Callable[[np.ndarray], batches.Batch], starts: np.ndarray, batch_size: int
+) -> dict:
+    """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error.
+
+    `make` is a `step.batch_maker` for the validation split at `batch_size`. Returns `val_loss`,
+    `val_bpb` (bits per byte), `val_loss_stderr` (over windows), `windows` and `tokens`."""
+    sums, counts, in_flight = [], [], collections.deque()
+
+    def collect() -> None:
+        out, n = in_flight.popleft()
+        s, c = mesh.to_host(out)
+        sums.append(s[:n])
+        counts.append(c[:n])
+
+    for i in range(0, starts.size, batch_size):
+        chunk = starts[i : i + batch_size]
+        # The last batch repeats its last window up to the fixed shape (one compile); the repeats'
+        # per-window results are dropped in `collect`.
+        batch = make(np.pad(chunk, (0, batch_size - chunk.size), mode="edge"))
+        in_flight.append((eval_step(params, batch), chunk.size))
+        if len(in_flight) > EVAL_IN_FLIGHT:
+            collect()
+    while in_flight:
+        collect()
+    s, c = np.concatenate(sums), np.concatenate(counts)
+    loss = float(s.sum() / c.sum())
+    per_window = s / np.maximum(c, 1)
+    stderr = float(per_window.std(ddof=1) / math.sqrt(per_window.size)) if per_window.size > 1 else float("nan")
+    return {
+        "val_loss": loss,
+        "val_bpb": loss / math.log(2),
+        "val_loss_stderr": stderr,
+        "windows": int(starts.size),
+        "tokens": int(c.sum()),
+    }
+
+
+def run_probe(forward, params, ids: np.ndarray, seq_len: int, positions: int) -> dict:
+    """The probe report (`reporting.probe`) on the first window of `ids`; `forward` is the jitted
+    `model.apply`."""
+    b = batches.make_batch(ids, np.zeros(1, dtype=np.int64), seq_len)
+    logits = forward(params, b.x)
+    return probe.report(np.asarray(logits[0]), b.x[0].argmax(-1), b.y[0].argmax(-1), b.mask[0], positions)

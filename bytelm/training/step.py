@@ -1,0 +1,111 @@
+"""The train state, the loss, and the jitted train and eval steps, placed on a device mesh."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bytelm.data import batches
+from bytelm.parallel import mesh
+
+
+class TrainState(NamedTuple):
+    """Everything a step changes. `step`: int32 scalar (updates done); `params`: `{'params': ...}`."""
+
+    step: jax.Array
+    params: dict
+    opt_state: optax.OptState
+
+
+def masked_nll(logits_BxLxV: jax.Array, y_BxLxV: jax.Array, mask_BxL: jax.Array) -> jax.Array:
+    """Per-position negative log-likelihood in nats `[B, L]`, zero where the mask is 0."""
+    logp = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
+    return -jnp.sum(y_BxLxV * logp, axis=-1) * mask_BxL
+
+
+def _keep_if(ok: jax.Array, new, old):
+    """`new` where `ok`, else `old`, leaf by leaf (a skipped step leaves the state as it was)."""
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def make_steps(
+    model,
+    optimizer,
+    batch_size: int,
+    seq_len: int,
+    max_grad_norm_skip: float = 0.0,
+    device_mesh=None,
+    state_shardings=None,
+):
+    """The jitted train step (donating its state) and eval step for `model`.
+
+    `train_step(state, batch) -> (state, {'loss', 'grad_norm'[, 'skipped']})`;
+    `eval_step(params, batch) -> (per-window NLL sums [B], target counts [B])`.
+    With `max_grad_norm_skip > 0`, a step whose loss or gradient norm is non-finite or whose gradient
+    norm is above it leaves the parameters and optimizer state as they were (`metrics['skipped']`);
+    the step counter still advances, so the next step sees the next batch.
+    With a `device_mesh` (`bytelm.parallel.mesh`), batches are split over its devices and the state is
+    laid out by `state_shardings` (a `TrainState` of shardings; default replicated): the steps get
+    explicit shardings and XLA partitions them, inserting the collectives. Metrics and the eval
+    step's per-window outputs come back replicated.
+    """
+
+    def loss_fn(params, batch: batches.Batch) -> jax.Array:
+        nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
+        return nll.sum() / jnp.maximum(batch.mask.sum(), 1.0)
+
+    def train_step(state: TrainState, batch: batches.Batch) -> tuple[TrainState, dict]:
+        batches.assert_batch(batch, batch_size, seq_len)  # fires at trace time, i.e. the first step
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if max_grad_norm_skip > 0:
+            gn = metrics["grad_norm"]
+            ok = jnp.isfinite(loss) & jnp.isfinite(gn) & (gn <= max_grad_norm_skip)
+            params, opt_state = _keep_if(ok, params, state.params), _keep_if(ok, opt_state, state.opt_state)
+            metrics["skipped"] = ~ok
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    def eval_step(params, batch: batches.Batch) -> tuple[jax.Array, jax.Array]:
+        nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
+        return nll.sum(axis=-1), batch.mask.sum(axis=-1)
+
+    if device_mesh is None:
+        return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    rep, split = mesh.replicated(device_mesh), mesh.batch_sharding(device_mesh)
+    batch = batches.Batch(split, split, split)
+    state_sh = state_shardings if state_shardings is not None else rep
+    params_sh = state_shardings.params if state_shardings is not None else rep
+    return (
+        jax.jit(train_step, donate_argnums=0, in_shardings=(state_sh, batch), out_shardings=(state_sh, rep)),
+        jax.jit(eval_step, in_shardings=(params_sh, batch), out_shardings=(rep, rep)),
+    )
+
+
+def place_state(params, optimizer, device_mesh, fsdp_min_size: int) -> tuple[TrainState, TrainState]:
+    """A fresh `TrainState` from `params` laid out on `device_mesh`, and its shardings (a `TrainState`
+    of them, for `make_steps` and for restoring checkpoints)."""
+    host_state = TrainState(np.zeros((), np.int32), params, optimizer.init(params))
+    shardings = mesh.state_shardings(device_mesh, host_state, fsdp_min_size)
+    return mesh.put(host_state, shardings), shardings
+
+
+def batch_maker(ids: np.ndarray, seq_len: int, batch_size: int, device_mesh=None):
+    """`make(starts)`: the batch of the windows at `starts` (`[batch_size]`), ready for the steps.
+
+    Without a mesh it is the host batch. With one, this process builds only the rows its own
+    devices hold and the result is the global array, split over the mesh."""
+    if device_mesh is None:
+        return lambda starts: batches.make_batch(ids, starts, seq_len)
+    rows = mesh.process_rows(device_mesh, batch_size)
+
+    def make(starts: np.ndarray) -> batches.Batch:
+        local = batches.make_batch(ids, starts[rows], seq_len)
+        return batches.Batch(*(mesh.put_rows(a, device_mesh, batch_size) for a in local))
+
+    return make
