@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bytelm.errors import ConfigError
-from bytelm.parallel import mesh, processes
+from bytelm.parallel import mesh, processes, runtime
 from conftest import CONFIGS, REPO, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
 from launch import process
 
@@ -218,3 +218,30 @@ def test_a_batch_that_does_not_split_over_two_cpu_devices(workspace):
         check=False,
     )
     assert_one_line_error(bad, 2, "train.batch_size 5 does not divide by the 2 devices")
+
+
+def test_an_environment_device_count_wins_over_the_config_default():
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    assert runtime.env_cpu_devices(env) == (4, "XLA_FLAGS=--xla_force_host_platform_device_count=4")
+    assert runtime.cpu_devices(2, explicit=False, env=env) is None  # leave JAX the environment's 4
+    assert runtime.cpu_devices(4, explicit=True, env=env) is None  # they agree
+    assert runtime.cpu_devices(2, explicit=False, env={}) == 2 and runtime.cpu_devices(0, False, {}) is None
+    assert runtime.cpu_devices(2, explicit=False, env={"JAX_NUM_CPU_DEVICES": "3"}) is None
+    with pytest.raises(ConfigError, match=r"cpu_devices=2 conflicts with XLA_FLAGS=.*count=4 in the environment"):
+        runtime.cpu_devices(2, explicit=True, env=env)
+    assert runtime.compilation_cache_dir("~/c", False, {"JAX_COMPILATION_CACHE_DIR": "/shared"}) == "/shared"
+    with pytest.raises(ConfigError, match="compilation_cache_dir=/mine conflicts with JAX_COMPILATION_CACHE_DIR"):
+        runtime.compilation_cache_dir("/mine", True, {"JAX_COMPILATION_CACHE_DIR": "/shared"})
+
+
+def test_xla_flags_device_count_gives_the_run_its_devices_and_a_conflict_names_both(workspace):
+    """JAX's own way of asking for host devices is honoured over `runtime.cpu_devices`' default, so
+    `data=4` trains; the same count contradicted on the command line is one line naming both."""
+    env = {**mirror_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    base = ["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", "--config.train.steps=1", "--config.sample.generate=0"]
+    four = run_module([*base, *TINY_FLAGS, "--workdir=runs/four", "--config.runtime.mesh=data=4"], workspace, env=env)
+    assert "each batch split over 4 devices" in four.stdout
+    clash = [*base, "--workdir=runs/clash", "--config.runtime.cpu_devices=2"]
+    clash = run_module(clash, workspace, env=env, check=False)
+    assert_one_line_error(clash, 2, "--config.runtime.cpu_devices=2 conflicts with XLA_FLAGS=")
+    assert not (workspace / "runs/clash").exists()

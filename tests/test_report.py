@@ -3,16 +3,18 @@ summary and the inferred shapes."""
 
 import html
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import pytest
 
 from bytelm import models
 from bytelm.artifacts import train_log
-from bytelm.reporting import browser, plots, report, shapes
+from bytelm.reporting import browser, charts, plots, report, shapes
 from bytelm.training.loop import train_and_evaluate
 from conftest import CONFIGS, REPO, load_config, mirror_env, tiny_config
 
@@ -179,3 +181,47 @@ def test_shapes_total_matches_what_training_reported(plotted_run):
     calls = shapes.module_calls(models.build(cfg.model), 2, cfg.model.seq_len)
     assert calls[0].path == "" and calls[0].outputs == [f"float32[2, {cfg.model.seq_len}, 256]"]
     assert models.count_params(shapes.parameter_shapes(models.build(cfg.model))) == summary["params"]
+
+
+def _tick_labels(svg: str, axis: str) -> list[str]:
+    """The labels of the ticks matplotlib drew on `axis` ('x' or 'y'), in order (unlabelled minor
+    ticks left out)."""
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ElementTree.fromstring(svg)
+    ticks = [g for g in root.iterfind(".//s:g", ns) if g.get("id", "").startswith(f"{axis}tick_")]
+    texts = [t for g in ticks for t in g.iterfind(".//s:text", ns)]
+    return ["".join(t.itertext()).strip() for t in texts]
+
+
+def _is_round_step(step: float) -> bool:
+    """1, 2, 2.5, 4 or 5 times a power of ten."""
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    return any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 2.5, 4, 5, 10))
+
+
+@pytest.mark.parametrize("log_y", [False, True])
+def test_charts_have_round_ticks_a_legend_and_no_scripts(log_y):
+    """The values that the hand-drawn charts labelled 5.523, 4.685 … and 16,421.175."""
+    series = [
+        charts.Series("loss", "#1f77b4", list(range(1, 301)), [5.523 - 0.0105 * i for i in range(300)]),
+        charts.Series("val_loss", "#ff7f0e", [0, 100, 200, 300], [5.523, 4.685, 3.1, 2.38]),
+    ]
+    svg = charts.line_chart(series, "loss (nats per byte)", 720, 260, log_y=log_y)
+    assert svg.startswith('<svg role="img" aria-label="loss (nats per byte)" width="720" height="260"')
+    assert 'id="series-loss"' in svg and 'id="series-val_loss"' in svg and ">val_loss</text>" in svg  # legend
+    assert "<script" not in svg and "http" not in svg.replace('xmlns="http', "").replace('xlink="http', "")
+    xs = [float(t.replace(",", "")) for t in _tick_labels(svg, "x")]
+    assert xs and all(x.is_integer() for x in xs) and _is_round_step(xs[1] - xs[0])
+    ys = _tick_labels(svg, "y")
+    if not log_y:
+        values = [float(t) for t in ys]
+        steps = {round(b - a, 9) for a, b in zip(values, values[1:], strict=False)}
+        assert len(steps) == 1 and _is_round_step(steps.pop()), ys
+    else:  # within less than a decade a log axis would have no labelled tick: linear ticks instead
+        assert ys == _tick_labels(charts.line_chart(series, "loss (nats per byte)", 720, 260), "y")
+    wide = [charts.Series("grad_norm", "#6a51a3", [1, 2, 3, 4], [0.5, 3.0, 20.0, 200.0])]
+    decades = _tick_labels(charts.line_chart(wide, "grad_norm", 340, 170, log_y=True), "y")
+    assert decades and all(math.log10(float(t)).is_integer() for t in decades), decades
+    tokens = charts.line_chart([charts.Series("tokens_per_s", "#6a51a3", [1, 2, 3], [16421.175, 17030.5, 15500.2])],
+                               "tokens_per_s", 340, 170)  # fmt: skip
+    assert "16,421.175" not in tokens and all("," in t or float(t) < 1000 for t in _tick_labels(tokens, "y"))

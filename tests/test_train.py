@@ -95,7 +95,9 @@ def test_bad_train_fields_are_config_errors(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_shakespeare, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
-    cfg = tiny_config(tiny_shakespeare, sample__generate=12, train__steps=6, train__eval_every=3)
+    cfg = tiny_config(
+        tiny_shakespeare, sample__generate=12, train__steps=6, train__eval_every=3, train__checkpoint_every=2
+    )
     summary = train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
     return cfg, workdir, summary
 
@@ -117,6 +119,10 @@ def test_run_directory_holds_config_pack_and_log(tiny_run):
     notes = dict(n.split("=", 1) for n in log["notes"])
     assert notes["prompt"] == "ROMEO:" and notes["generated"] == log["sample"]["generated"]
     assert log["summary"]["final_val_loss"] == log["evaluations"][-1]["val_loss"]
+    # Wall time runs on through the evaluations and checkpoints (at steps 2, 3, 4 and 6), never back or
+    # twice over: the last step's is within the training wall time.
+    walls = [r["wall_s"] for r in log["records"]]
+    assert walls == sorted(walls) and walls[-1] <= log["summary"]["train_wall_s"]
 
 
 def test_same_config_and_seed_give_bit_identical_parameters(tiny_run, tmp_path):

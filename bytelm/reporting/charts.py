@@ -34,7 +34,7 @@ def _tick(value: float, _position=None) -> str:
 def line_chart(series: list[Series], title: str, width_px: int, height_px: int, *, log_y: bool = False) -> str:
     """An SVG `<svg>` element: every series as a line against step, named in a legend. Non-finite
     values are left out; a chart with none left says so. `log_y` is honoured when every value is
-    positive. The root carries `role="img"` and `aria-label` = `title`; each line the id
+    positive and they span a decade or more (within less, a log axis has no labelled tick). The root carries `role="img"` and `aria-label` = `title`; each line the id
     `series-NAME`."""
     from matplotlib import rc_context, ticker
     from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -54,16 +54,16 @@ def line_chart(series: list[Series], title: str, width_px: int, height_px: int, 
         values = [y for _, points in finite for _, y in points]
         if not values:
             ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center")
-        elif log_y and min(values) > 0:
+        elif log_y and min(values) > 0 and max(values) >= 10 * min(values):  # a decade or more
             ax.set_yscale("log")
-        else:
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(_tick))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())  # decades only: 0.1, 1, 10
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_tick))
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(_tick))
         ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-        if values:
+        if values and len(series) > 1:  # a single series is named by the title
             ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         buf = io.StringIO()
