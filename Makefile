@@ -28,8 +28,8 @@ demo: $(STAMP)
 	$(PY) -m launch.sample --checkpoint_dir=$(DEMO_DIR) --prompt="ROMEO:" --generate=220 \
 		--temperature=0.85 --top_k=24 --repeat_penalty=1.25 --repeat_window=24 --seed=11
 
-# Two workers, one test file each: compilation is mostly single-threaded, so this measured
-# 7.0 min against 7.8-8.9 min serially on 2 cores.
+# Two workers, one test file each: compilation is mostly single-threaded, so two workers keep both
+# cores of a small machine busy (tests/conftest.py hands out the slowest files first).
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -25,7 +25,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # Removed by the process that made it (pytest itself, or xdist's controller) when the session ends.
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
     # Cache every program, not only those that take over a second to compile: the tiny test programs
-    # are each compiled by several runs (measured 10% off the checkpoint tests).
+    # are each compiled by several runs.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
@@ -166,7 +166,16 @@ def _signal_state_is_left_as_found(request):
 # The slowest files first (seconds under `-n 2`, measured with --durations): with `--dist loadfile`
 # a worker takes whole files in order, so a slow file left for last keeps one worker busy while the
 # other has nothing to do.
-_SLOW_FILES_FIRST = ("test_mesh.py", "test_checkpoints.py", "test_cli.py", "test_train.py", "test_mamba.py")
+_SLOW_FILES_FIRST = (
+    "test_cli.py",
+    "test_checkpoints.py",
+    "test_mesh.py",
+    "test_fast_sampling.py",
+    "test_mamba.py",
+    "test_bad_input.py",
+    "test_transformer.py",
+    "test_report.py",
+)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,6 +1,5 @@
 import dataclasses
 import functools
-import json
 import math
 
 import jax
@@ -69,8 +68,8 @@ def test_fast_scans_match_the_sequential_scan(b, l, d, n, mode, chunk):
 @pytest.mark.parametrize("mode, chunk", FAST_FORMS)
 def test_scan_final_state_is_the_same_for_every_form(mode, chunk):
     inputs = random_scan_inputs(jax.random.key(0), 2, 30, 6, 4)
-    _, h_seq = selective_scan(*inputs, mode="sequential", return_state=True)
-    _, h_fast = selective_scan(*inputs, mode=mode, chunk=chunk, return_state=True)
+    scan = lambda **kw: jax.jit(functools.partial(selective_scan, return_state=True, **kw))(*inputs)[1]
+    h_seq, h_fast = scan(mode="sequential"), scan(mode=mode, chunk=chunk)
     assert h_fast.shape == (2, 6, 4)
     np.testing.assert_allclose(h_fast, h_seq, rtol=1e-5, atol=1e-6)
 
@@ -131,23 +130,24 @@ def test_causality_changing_position_t_leaves_earlier_logits_unchanged():
         assert not np.allclose(changed[:, t], base[:, t])
 
 
-def test_model_gradients_of_every_scan_form_equal_autodiff_of_the_sequential_scan():
-    """The whole model's gradients, through the fused form's hand-written backward and the chunked
-    associative scan, against autodiff of the plain `lax.scan` (and all finite)."""
+def test_model_gradients_through_the_fused_scan_equal_autodiff_of_the_sequential_scan():
+    """The whole model's gradients (embedding, norms, conv, projections, A, D) through the fused
+    form's hand-written backward, against autodiff of the plain `lax.scan`, and all finite. The
+    parallel forms' gradients are checked against the same reference at the scan itself, above."""
+    one_layer = dataclasses.replace(SMALL, num_layers=1)  # the layers repeat: one shows the path
     x = jax.nn.one_hot(jax.random.randint(jax.random.key(5), (2, 32), 0, 256), 256)
-    variables = models.init_variables(Mamba(SMALL), jax.random.key(4))
+    variables = models.init_variables(Mamba(one_layer), jax.random.key(4))
 
-    def grads(mode: str, chunk: int = 0):
-        model = Mamba(dataclasses.replace(SMALL, scan_mode=mode, scan_chunk=chunk))
+    def grads(mode: str):
+        model = Mamba(dataclasses.replace(one_layer, scan_mode=mode))
         loss = lambda v: jnp.mean(jax.nn.log_softmax(model.apply(v, x)) * x)
         return jax.tree_util.tree_leaves(jax.jit(jax.grad(loss))(variables))
 
     reference = grads("sequential")
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in reference)
-    for mode, chunk in (("fused", 0), ("parallel", 8)):
-        for g, r in zip(grads(mode, chunk), reference, strict=True):
-            scale = float(jnp.max(jnp.abs(r))) or 1.0
-            assert float(jnp.max(jnp.abs(g - r))) / scale < 1e-5, (mode, g.shape)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in reference) and len(reference) == 12
+    for g, r in zip(grads("fused"), reference, strict=True):
+        scale = float(jnp.max(jnp.abs(r))) or 1.0
+        assert float(jnp.max(jnp.abs(g - r))) / scale < 1e-5, g.shape
 
 
 def test_initialisation_invariants():
@@ -208,24 +208,3 @@ def test_recurrent_sampler_matches_full_forward_sampling():
     assert got == FullForward().continue_ids(list(b"ROMEO:"), settings)
     # A cleared history restarts from the empty state.
     assert fast.continue_ids(list(b"ROMEO:"), settings) == got
-
-
-@pytest.mark.slow
-def test_100_steps_of_a_small_mamba_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
-    from bytelm.training.loop import train_and_evaluate
-
-    cfg = load_config("mamba_tiny")
-    cfg.data.file = str(tiny_shakespeare)
-    cfg.model.d_model = 64
-    cfg.model.num_layers = 2
-    cfg.model.seq_len = 64
-    cfg.train.steps = 100
-    cfg.train.eval_every = 50
-    cfg.data.eval_windows = 64
-    cfg.data.final_eval_windows = 128
-    cfg.train.progress = "none"
-    cfg.sample.generate = 0
-    train_and_evaluate(cfg, tmp_path, out=lambda s: None)
-    evaluations = [e["val_loss"] for e in json.loads((tmp_path / "train_log.json").read_text())["evaluations"]]
-    assert evaluations[0] > 5.0
-    assert evaluations[-1] < 3.0, f"100 steps should bring a small Mamba below 3.0 nats (2.57 here), got {evaluations}"

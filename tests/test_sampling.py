@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,19 +99,15 @@ def test_same_settings_give_the_same_text_and_run_past_the_window(small_model):
     a = sample_text(model, variables, "ROMEO:", s)  # 46 bytes > seq_len 16: the window crops
     assert sample_text(model, variables, "ROMEO:", s) == a
     assert sample_text(model, variables, "ROMEO:", SampleSettings(**{**s.__dict__, "seed": 4})) != a
-    # Past the window, by ids: 40 new bytes after 6, each one the choice from the full forward over
-    # the last seq_len ids only (written out here, with no sampler).
+    # Past the window, by ids: 40 new bytes after 6, and only the last seq_len ids (and the repeat
+    # window, within them) decide the next byte: histories that differ only before them go on alike.
     history = list(b"ROMEO:")
     new = WindowSampler(model, variables).continue_ids(history, s)
-    assert len(new) == 40 and len(history) == 46 > model.config.seq_len
-    forward = jax.jit(model.apply)
-    expected = list(b"ROMEO:")
-    for k in range(40):
-        window = expected[-model.config.seq_len :]
-        logits = forward(variables, jax.nn.one_hot(jnp.array([window]), 256))[0, -1]
-        recent = choice.recent_window(expected, s.repeat_window)
-        expected.append(int(choose_token(logits, recent, k, s)))
-    assert new == expected[6:]
+    assert len(new) == 40 and len(history) == 46 > model.config.seq_len >= s.repeat_window
+    tail, s10 = history[-model.config.seq_len :], dataclasses.replace(s, generate=10)
+    one = WindowSampler(model, variables).continue_ids([1] * 20 + tail, s10, start_index=40)
+    two = WindowSampler(model, variables).continue_ids([2] * 20 + tail, s10, start_index=40)
+    assert one == two and one != WindowSampler(model, variables).continue_ids([1] * 20 + tail[1:] + [3], s10)
     assert tokenizer.decode(new) == a  # and the text is those bytes
 
 
@@ -126,7 +124,8 @@ def test_reference_sampler_logits_equal_the_full_forward_at_the_last_position(sm
     model, variables = small_model
     sampler = WindowSampler(model, variables)
     history = list(range(60, 80))  # 20 ids: the window holds the last 16
-    full = model.apply(variables, jax.nn.one_hot(jnp.array([history[-16:]]), 256))[0, -1]
+    forward = jax.jit(model.apply)
+    full = forward(variables, jax.nn.one_hot(jnp.array([history[-16:]]), 256))[0, -1]
     np.testing.assert_allclose(sampler.logits(history), full, rtol=1e-5, atol=1e-5)
-    short = model.apply(variables, jax.nn.one_hot(jnp.array([history[:5]]), 256))[0, -1]
+    short = forward(variables, jax.nn.one_hot(jnp.array([history[:5]]), 256))[0, -1]
     np.testing.assert_allclose(sampler.logits(history[:5]), short, rtol=1e-5, atol=1e-5)

@@ -162,21 +162,3 @@ def test_init_params_starts_from_a_pack(tiny_run, tmp_path):
     first_eval = json.loads((tmp_path / "train_log.json").read_text())["evaluations"][0]["val_loss"]
     trained = json.loads((workdir / "train_log.json").read_text())["evaluations"][-1]["val_loss"]
     assert first_eval == pytest.approx(trained, rel=1e-6)
-
-
-@pytest.mark.slow
-def test_100_steps_on_tiny_shakespeare_lower_validation_loss(tiny_shakespeare, tmp_path):
-    cfg = load_config("gpt2_tiny")
-    cfg.data.file = str(tiny_shakespeare)
-    cfg.train.steps = 100
-    cfg.train.eval_every = 50
-    cfg.data.eval_windows = 128
-    cfg.data.final_eval_windows = 128
-    cfg.train.progress = "none"
-    cfg.sample.generate = 0
-    summary = train_and_evaluate(cfg, tmp_path, out=lambda s: None)
-    log = json.loads((tmp_path / "train_log.json").read_text())
-    first, last = log["evaluations"][0]["val_loss"], log["evaluations"][-1]["val_loss"]
-    assert first > 5.0  # about ln(256) = 5.55 for an untrained byte model
-    assert last < 2.8, f"100 steps should reach val loss < 2.8 (2.70 measured; 2.49 after 200), got {last:.3f}"
-    assert summary["final_val_loss"] == last

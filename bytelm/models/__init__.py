@@ -43,7 +43,7 @@ def is_recurrent(model: nn.Module) -> bool:
     return isinstance(model, mamba.Mamba)
 
 
-def empty_cache(model: nn.Module, batch: int):
+def empty_cache(model: nn.Module, batch: int) -> tuple:
     """The decoding state before the first token: Mamba's per-layer conv window and SSM state, or
     GPT-2's per-layer key/value cache."""
     if isinstance(model, mamba.Mamba):

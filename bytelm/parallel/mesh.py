@@ -17,6 +17,7 @@ devices; each process builds only the rows of each batch that its own devices ho
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import numpy as np
@@ -103,14 +104,14 @@ def leaf_spec(shape: tuple[int, ...], fsdp: int, min_size: int) -> PartitionSpec
     return PartitionSpec(*(("fsdp" if i == axis else None) for i in range(len(shape))))
 
 
-def state_shardings(mesh: Mesh, tree, min_size: int):
+def state_shardings(mesh: Mesh, tree, min_size: int) -> Any:
     """A `NamedSharding` per leaf of `tree` (arrays or `ShapeDtypeStruct`s): FSDP's layout when the
     mesh's `fsdp` axis is above 1, else replicated."""
     fsdp = mesh.shape["fsdp"]
     return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, leaf_spec(tuple(a.shape), fsdp, min_size)), tree)
 
 
-def put(tree, shardings):
+def put(tree, shardings) -> Any:
     """Host values (the same in every process) → global arrays laid out by `shardings`.
 
     Each process fills only its own devices' pieces, so this works across processes, where
@@ -139,7 +140,7 @@ def put_rows(rows: np.ndarray, mesh: Mesh, batch_size: int) -> jax.Array:
     return jax.make_array_from_process_local_data(batch_sharding(mesh), rows, (batch_size, *rows.shape[1:]))
 
 
-def to_host(tree):
+def to_host(tree) -> Any:
     """Global arrays → numpy, whole, in every process: sharded leaves are gathered from every
     process's devices; replicated ones are read from a local copy."""
 

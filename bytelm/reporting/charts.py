@@ -32,10 +32,13 @@ def _tick(value: float, _position=None) -> str:
 
 
 def line_chart(series: list[Series], title: str, width_px: int, height_px: int, *, log_y: bool = False) -> str:
-    """An SVG `<svg>` element: every series as a line against step, named in a legend. Non-finite
-    values are left out; a chart with none left says so. `log_y` is honoured when every value is
-    positive and they span a decade or more (within less, a log axis has no labelled tick). The root carries `role="img"` and `aria-label` = `title`; each line the id
-    `series-NAME`."""
+    """An SVG `<svg>` element: every series as a line against step, named in a legend when there are
+    several. Non-finite values are left out; a chart with none left says so. `log_y` is honoured when
+    every value is positive and they span a decade or more (within less, a log axis has no labelled
+    tick). The root carries `role="img"` and `aria-label` = `title`; each line the id `series-NAME`.
+
+    matplotlib reads `svg.fonttype` and `svg.hashsalt` from its settings while it draws, so they are
+    set for this drawing only (`rc_context` restores them on the way out)."""
     from matplotlib import rc_context, ticker
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure

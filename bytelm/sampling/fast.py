@@ -153,7 +153,7 @@ class FastSampler(Sampler):
         out = []
         for k0, k1 in zip(bounds[:-1], bounds[1:], strict=True):
             args = (np.int32(k0), np.int32(k1), np.int32(P), np.int32(start_index), seeds)
-            state = self._run_chunk(self.variables, state, *args, settings)
+            state = self._run_chunk(self.variables, state, *args, settings.traced_part())
             new = np.asarray(state[0][:, P + k0 : P + k1])
             out.append(new)
             if on_ids is not None:

@@ -54,9 +54,10 @@ class ReferenceSampler(Sampler):
 
     def _sample(self, history: list[int], settings: SampleSettings, start_index: int, on_ids) -> list[int]:
         new: list[int] = []
+        compiled, seed = settings.traced_part(), np.int32(settings.seed)  # one compile for every seed
         for k in range(settings.generate):
             recent = recent_window(history, settings.repeat_window)
-            tok = int(choose_token(self.logits(history), recent, np.int32(start_index + k), settings))
+            tok = int(choose_token(self.logits(history), recent, np.int32(start_index + k), compiled, seed))
             history.append(tok)
             new.append(tok)
             if on_ids is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 
 class BackgroundCompile:
@@ -26,7 +27,7 @@ class BackgroundCompile:
             self.error = e
         self.seconds = time.perf_counter() - t
 
-    def result(self):
+    def result(self) -> Callable:
         """The compiled step (seconds it took: `self.seconds`); re-raises what compiling raised."""
         self.thread.join()
         if self.error is not None:

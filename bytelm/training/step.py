@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -40,7 +41,7 @@ def make_steps(
     max_grad_norm_skip: float = 0.0,
     device_mesh=None,
     state_shardings=None,
-):
+) -> tuple[Callable, Callable]:
     """The jitted train step (donating its state) and eval step for `model`.
 
     `train_step(state, batch) -> (state, {'loss', 'grad_norm'[, 'skipped']})`;
@@ -95,7 +96,9 @@ def place_state(params, optimizer, device_mesh, fsdp_min_size: int) -> tuple[Tra
     return mesh.put(host_state, shardings), shardings
 
 
-def batch_maker(ids: np.ndarray, seq_len: int, batch_size: int, device_mesh=None):
+def batch_maker(
+    ids: np.ndarray, seq_len: int, batch_size: int, device_mesh=None
+) -> Callable[[np.ndarray], batches.Batch]:
     """`make(starts)`: the batch of the windows at `starts` (`[batch_size]`), ready for the steps.
 
     Without a mesh it is the host batch. With one, this process builds only the rows its own
