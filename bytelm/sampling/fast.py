@@ -40,7 +40,7 @@ from bytelm.sampling.settings import SampleSettings
 
 
 def _bucket(n: int) -> int:
-    """Rounds a prompt length up to a power of two, so prompts of similar length share a compile."""
+    """Rounds a length up to a power of two (at least 16), so lengths close to each other share a compile."""
     return 1 << max(4, math.ceil(math.log2(max(n, 1))))
 
 
@@ -143,7 +143,9 @@ class FastSampler(Sampler):
             return np.zeros((num_samples, 0), np.int32)
         L = 0 if self.recurrent else self.model.config.seq_len
         length = min(_bucket(P), L) if P <= L else L  # the prefill's (static) window length
-        buf = np.zeros((num_samples, max(_bucket(P), L) + G), np.int32)
+        # The whole history's buffer, rounded up too: prompts and lengths close to each other share the
+        # compiled prefill and loop (the loop writes position P + k and reads no further).
+        buf = np.zeros((num_samples, _bucket(max(_bucket(P), L) + G)), np.int32)
         buf[:, :P] = np.asarray(prompt_ids, np.int32)
         buf = jnp.asarray(buf)  # one host-to-device copy, shared by the prefill and the loop state
         logits, cache = self._prefill(self.variables, buf, np.int32(P), length=length)
