@@ -35,6 +35,7 @@ from bench.sampling_speed import SETTINGS, timed_generation
 from bench.training_speed import compile_train_step, pipelined_runs
 from bytelm import models
 from bytelm.data import batches, corpus
+from bytelm.errors import BytelmError
 from bytelm.models import scans
 from bytelm.parallel import mesh
 from bytelm.sampling.decoders import make_sampler
@@ -45,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _choice(name: str, unit: str, chosen, rates: dict, note: str = "", fmt: str = ",.0f") -> dict:
     """One table entry: `rates` maps each value to its measured rates (higher is better)."""
+    rates, chosen = {str(k): v for k, v in rates.items()}, str(chosen)
     base = summarize(rates[chosen])["median"]
     values = [{"value": str(v), "rate": summarize(r), "ratio": summarize(r)["median"] / base} for v, r in rates.items()]
     return {"choice": name, "unit": unit, "chosen": str(chosen), "values": values, "note": note, "fmt": fmt}
@@ -172,7 +174,14 @@ def _checkpoint_save(gpt2_tiny, repeats: int) -> dict:
     return _choice("checkpoint save (training.checkpoints.save)", "saves/s", "host copies", rates, fmt=",.2f")
 
 
-def _start_up(repeats: int) -> dict:
+def _run_quietly(cmd: list[str], env: dict) -> None:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BytelmError(f"the start-up run failed (exit {proc.returncode}): {last}")
+
+
+def _start_up(corpus_path: Path, repeats: int) -> dict:
     """The tiny runtime check as a user runs it: a fresh cache folder, then the same folder again."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     rates = {"empty cache": [], "warm cache": []}
@@ -181,11 +190,11 @@ def _start_up(repeats: int) -> dict:
             cmd = [
                 sys.executable, "-m", "launch.train", f"--config={REPO}/configs/gpt2_tiny.py",
                 "--config.train.steps=1", "--config.data.windows=1", "--config.sample.generate=0",
-                f"--workdir={folder}/run", "--overwrite", f"--config.runtime.compilation_cache_dir={folder}/cache",
+                f"--config.data.file={corpus_path.resolve()}", f"--workdir={folder}/run", "--overwrite",
+                f"--config.runtime.compilation_cache_dir={folder}/cache",
             ]  # fmt: skip
-            run = functools.partial(subprocess.run, cmd, cwd=REPO, env=env, check=True, capture_output=True)
             for label in rates:  # the first run fills the folder's cache, the second finds it
-                rates[label].append(_timed(run, 1))
+                rates[label].append(_timed(functools.partial(_run_quietly, cmd, env), 1))
     note = "the runtime check: launch.train of gpt2_tiny for one step, whole process"
     return _choice("start-up (runtime.compilation_cache_dir)", "runs/s", "warm cache", rates, note, fmt=",.3f")
 
@@ -194,7 +203,8 @@ def bench_choices(
     config: ml_collections.ConfigDict, configs: dict, repeats: int, log: Callable[[str], None]
 ) -> list[dict]:
     """Every choice of the module docstring, measured in this run."""
-    ids = np.asarray(corpus.load(config.data, config.model.seq_len).train)
+    data = corpus.load(config.data, config.model.seq_len)
+    ids = np.asarray(data.train)
     rows = [
         _eval_batch(config, ids, repeats),
         _cpu_devices(config, ids, repeats),
@@ -202,7 +212,7 @@ def bench_choices(
         _fused_unroll(configs["mamba_tiny"], repeats),
         _streaming(configs["gpt2_tiny"], repeats),
         _checkpoint_save(configs["gpt2_tiny"], repeats),
-        _start_up(repeats),
+        _start_up(data.path, repeats),
     ]
     for r in rows:
         log("choice  " + r["choice"] + ": " + ", ".join(f"{v['value']} ×{v['ratio']:.2f}" for v in r["values"]))

@@ -104,3 +104,20 @@ def test_the_torch_peer_computes_the_same_function_as_our_gpt2():
     with torch.no_grad():
         theirs = peer(torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_choices_are_measured_in_interleaved_rounds_and_tabled_against_the_chosen_value():
+    """The helpers of `bench/choices.py` with stand-in measurements: every value is warmed up, then
+    measured once a round in turn; the table marks the chosen value and gives ratios to it."""
+    from bench import choices, tables
+
+    calls = []
+    measure = {v: (lambda v=v: calls.append(v) or {"a": 2.0, "b": 1.0}[v]) for v in ("a", "b")}
+    rates = choices._interleaved(measure, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3 and rates == {"a": [2.0] * 3, "b": [1.0] * 3}
+    row = choices._choice("thing (config.field)", "units/s", "b", rates, note="how")
+    assert [(v["value"], v["ratio"]) for v in row["values"]] == [("a", 2.0), ("b", 1.0)]
+    doc = {"machine": {"date": "d", "platform": "p", "cpus": 2, "python": "3", "jax": "j", "backend": "cpu"}}
+    page = tables.markdown({**doc, "repeats": 3, "choices": [row]})
+    assert "## Choices" in page and "| thing (config.field) | **b** | 1 [1–1] units/s | 1.00 |" in page
+    assert "| thing (config.field) | a | 2 [2–2] units/s | 2.00 |" in page and "| | | how | |" in page
