@@ -6,7 +6,7 @@ with its spread and the ratio to the chosen value (above 1: faster than the chos
     eval batch        validation windows/s at `train.eval_batch_size` 32 and 128
     CPU devices       training tokens/s of the config on one host device and on two (`runtime.cpu_devices`)
     matmul dtype      matmul GFLOP/s in float32 and bfloat16 (what `runtime.fast_kernels` falls back from)
-    fused unroll      mamba_tiny's fused scan, forward and backward, at unroll 1, 4 and 8 (`scans.FUSED_UNROLL`)
+    fused unroll      mamba_tiny's training step with the fused scan at unroll 1, 4 and 8 (`scans.FUSED_UNROLL`)
     streaming         the fast decoder's tokens/s streaming 16 or 64 bytes per call, or one call for all
     checkpoint save   saves/s of gpt2_tiny's train state from host copies or from device arrays
     start-up          runs/s of the tiny runtime check with an empty and a warm compilation cache
@@ -98,10 +98,15 @@ def _cpu_devices(config, ids: np.ndarray, repeats: int) -> dict:
         make = step.batch_maker(ids, seq_len, tc.batch_size, device_mesh)
         batch = lambda i, make=make: make(batches.train_starts(ids.size, seq_len, tc.batch_size, i, 0, None))
         compiled, state, _ = compile_train_step(config, batch(0), device_mesh)
-        runs = lambda compiled=compiled, state=state, batch=batch: pipelined_runs(compiled, state, batch, 20, 1)[0]
-        measure[str(n)] = lambda runs=runs: tc.batch_size * seq_len * 20 / sum(runs())
+        measure[str(n)] = functools.partial(_round_of_steps, compiled, [state], batch, tc.batch_size * seq_len)
     rates = _interleaved(measure, repeats, warm_up=False)  # each run has its own warm-up steps
     return _choice(name, "tokens/s", 2, rates, f"{config.name}, 20 steps a round")
+
+
+def _round_of_steps(compiled, holder: list, batch, tokens_per_step: int, steps: int = 20) -> float:
+    """Tokens/s of one round of `steps` pipelined steps; `holder[0]` is the state, donated and replaced."""
+    (runs,), holder[0] = pipelined_runs(compiled, holder[0], batch, steps, 1)
+    return tokens_per_step * steps / sum(runs)
 
 
 def _matmul_dtype(repeats: int) -> dict:
@@ -113,32 +118,27 @@ def _matmul_dtype(repeats: int) -> dict:
     return _choice("matmul dtype on this backend (runtime.fast_kernels)", "GFLOP/s", "float32", rates, fmt=",.1f")
 
 
-def _scan_inputs(mamba) -> tuple:
-    """Random inputs of mamba_tiny's scan shapes: x, dt, A, B, C, D."""
-    c = models.mamba.MambaConfig.from_config(mamba.model)
-    b, l, d, n = mamba.train.batch_size, c.seq_len, c.d_inner, c.d_state
-    k = jax.random.split(jax.random.key(0), 6)
-    return (
-        jax.random.normal(k[0], (b, l, d)),
-        jax.nn.softplus(jax.random.normal(k[1], (b, l, d))),
-        -jnp.exp(jax.random.normal(k[2], (d, n))),
-        jax.random.normal(k[3], (b, l, n)),
-        jax.random.normal(k[4], (b, l, n)),
-        jax.random.normal(k[5], (d,)),
-    )
-
-
-def _fused_unroll(mamba, repeats: int) -> dict:
-    inputs = _scan_inputs(mamba)
-    b, l, d = inputs[0].shape
+def _fused_unroll(mamba, ids: np.ndarray, repeats: int) -> dict:
+    """mamba_tiny's whole training step with the fused scan at each unroll, on one device."""
+    c, tc = models.mamba.MambaConfig.from_config(mamba.model), mamba.train
+    b = batches.make_batch(ids, np.arange(tc.batch_size) * (c.seq_len + 1), c.seq_len)
     measure = {}
     for unroll in (1, 4, 8):
-        scan = functools.partial(scans.selective_scan, mode="fused", unroll=unroll)
-        grad = jax.jit(jax.grad(lambda *a, scan=scan: jnp.sum(scan(*a)), argnums=tuple(range(6))))
-        measure[str(unroll)] = lambda grad=grad: _timed(lambda: jax.block_until_ready(grad(*inputs)), b * l)
+        model = models.mamba.Mamba(dataclasses.replace(c, scan_mode="fused", scan_unroll=unroll))
+        compiled, state, _ = compile_train_step(mamba, b, model=model)
+        measure[str(unroll)] = functools.partial(_steps_on_one_batch, compiled, [state], b, tc.batch_size * c.seq_len)
     rates = _interleaved(measure, repeats)
-    note = f"forward and backward; mamba_tiny: batch {b}, length {l}, d_inner {d}, d_state {inputs[2].shape[1]}"
-    return _choice("fused scan unroll (scans.FUSED_UNROLL)", "positions/s", scans.FUSED_UNROLL, rates, note)
+    note = f"mamba_tiny training steps: batch {tc.batch_size}, length {c.seq_len}"
+    return _choice("fused scan unroll (scans.FUSED_UNROLL)", "tokens/s", scans.FUSED_UNROLL, rates, note)
+
+
+def _steps_on_one_batch(compiled, holder: list, batch, tokens_per_step: int, steps: int = 3) -> float:
+    """Tokens/s of `steps` steps on `batch`; `holder[0]` is the state, donated and replaced."""
+    t = time.perf_counter()
+    for _ in range(steps):
+        holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready(metrics)
+    return tokens_per_step * steps / (time.perf_counter() - t)
 
 
 def _streaming(gpt2_tiny, repeats: int) -> dict:
@@ -209,7 +209,7 @@ def bench_choices(
         _eval_batch(config, ids, repeats),
         _cpu_devices(config, ids, repeats),
         _matmul_dtype(repeats),
-        _fused_unroll(configs["mamba_tiny"], repeats),
+        _fused_unroll(configs["mamba_tiny"], ids, repeats),
         _streaming(configs["gpt2_tiny"], repeats),
         _checkpoint_save(configs["gpt2_tiny"], repeats),
         _start_up(data.path, repeats),

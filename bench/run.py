@@ -133,20 +133,22 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
     o.check()
     configs = {name: load_config_file(Path(o.config_dir) / f"{name}.py") for name in ("gpt2_tiny", "mamba_tiny")}
     doc, previous_scan = _start_document(o)
-    if "train" in o.only:
-        doc["train"] = _train_section(o, log)
-    if "sample" in o.only:
-        doc["sample"] = sampling_speed.bench_sample(configs, o.repeats, log)
-    if "pack" in o.only:
-        with tempfile.TemporaryDirectory() as folder:
-            doc["pack"] = pack_speed.bench_pack(o.pack_params_m, o.repeats, folder, log)
-    if "scan" in o.only:
-        doc["scan"] = _scan_section(o, configs["mamba_tiny"], previous_scan, log)
-    if "choices" in o.only:
-        doc["choices"] = choices.bench_choices(o.config, configs, o.repeats, log)
-    if "recipe" in o.only:
-        doc["recipe"] = _recipe_section(o, log)
-    atomic_write_json(o.out, doc)
+    sections = {
+        "train": lambda: _train_section(o, log),
+        "sample": lambda: sampling_speed.bench_sample(configs, o.repeats, log),
+        "pack": lambda: _pack_section(o, log),
+        "scan": lambda: _scan_section(o, configs["mamba_tiny"], previous_scan, log),
+        "choices": lambda: choices.bench_choices(o.config, configs, o.repeats, log),
+        "recipe": lambda: _recipe_section(o, log),
+    }
+    for name in (s for s in SECTIONS if s in o.only):
+        doc[name] = sections[name]()
+        atomic_write_json(o.out, doc)  # after each section: a later failure keeps what was measured
     if o.markdown:
         atomic_write_text(Path(o.markdown), tables.markdown(doc))
     print(f"wrote {o.out}" + (f" and {o.markdown}" if o.markdown else ""))
+
+
+def _pack_section(o: Options, log) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        return pack_speed.bench_pack(o.pack_params_m, o.repeats, folder, log)

@@ -20,10 +20,14 @@ from bytelm.training import optimizer, step
 from bytelm.training.loop import train_and_evaluate
 
 
-def compile_train_step(config: ml_collections.ConfigDict, batch, device_mesh=None, kernels: dict | None = None):
-    """The trainer's train step for `config`, compiled for `batch` (`lower().compile()`), a fresh
-    state for it, and `{compile_s, memory_mb}`. With `device_mesh` the state is laid out on it."""
-    model, opt = models.build(config.model, **(kernels or {})), optimizer.make_optimizer(config.train)
+def compile_train_step(
+    config: ml_collections.ConfigDict, batch, device_mesh=None, kernels: dict | None = None, model=None
+):
+    """The trainer's train step for `config` (or for `model` with `config`'s recipe), compiled for
+    `batch` (`lower().compile()`), a fresh state for it, and `{compile_s, memory_mb}`. With
+    `device_mesh` the state is laid out on it."""
+    model = model or models.build(config.model, **(kernels or {}))
+    opt = optimizer.make_optimizer(config.train)
     params = models.init_variables(model, jax.random.key(config.train.seed))
     device_mesh = device_mesh or mesh.make_mesh("data=1", jax.devices()[:1])
     state, shardings = step.place_state(params, opt, device_mesh, config.runtime.fsdp_min_size)
@@ -48,9 +52,10 @@ def time_steps(compiled, state, batch, repeats: int) -> dict:
     return {"step_s": summarize(times[1:]), "times": times[1:]}
 
 
-def pipelined_runs(compiled, state, batch: Callable[[int], batches.Batch], steps: int, repeats: int) -> list:
+def pipelined_runs(compiled, state, batch: Callable[[int], batches.Batch], steps: int, repeats: int):
     """Step seconds of `repeats` runs of `steps` steps after 5 warm-up steps, fed as the trainer
-    feeds it: a fresh host batch per step, the metrics of step n read after step n+1 is queued."""
+    feeds it: a fresh host batch per step, the metrics of step n read after step n+1 is queued.
+    Returns (the runs' step seconds, the state after them: the one passed in is donated)."""
 
     def run(first: int, n: int):
         nonlocal state
@@ -68,7 +73,7 @@ def pipelined_runs(compiled, state, batch: Callable[[int], batches.Batch], steps
         return step_s
 
     run(0, 5)
-    return [run(5 + r * steps, steps) for r in range(repeats)]
+    return [run(5 + r * steps, steps) for r in range(repeats)], state
 
 
 def bench_train(
@@ -95,7 +100,7 @@ def bench_train(
 
     compiled, state, plan = compile_train_step(config, batch(0), device_mesh, kernels)
     tokens = tc.batch_size * seq_len
-    runs = pipelined_runs(compiled, state, batch, steps, repeats)
+    runs, state = pipelined_runs(compiled, state, batch, steps, repeats)
     out = {
         "config": config.name,
         "kernels": kernels or {"attention": "einsum", "compute_dtype": "float32"},

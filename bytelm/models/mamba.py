@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from bytelm.data.tokenizer import VOCAB_SIZE
 from bytelm.errors import ConfigError, check_at_least
-from bytelm.models.scans import SCAN_MODES, selective_scan, ssm_readout, ssm_step
+from bytelm.models.scans import FUSED_UNROLL, SCAN_MODES, selective_scan, ssm_readout, ssm_step
 
 RMS_NORM_EPS = 1e-5
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4  # the official dt initialisation range
@@ -55,6 +55,8 @@ class MambaConfig:
     scan_mode: str = "parallel"
     scan_chunk: int = 0  # 0 = one associative scan over the whole length
     vocab_size: int = VOCAB_SIZE
+    # Positions per iteration of the fused loops: how it computes, not what (no `config.model` field).
+    scan_unroll: int = FUSED_UNROLL
 
     @property
     def d_inner(self) -> int:
@@ -166,7 +168,7 @@ class MambaMixer(nn.Module):
         x = jax.nn.silu(causal_conv(xp, self.conv_kernel, self.conv_bias))
         dt, B, C = self._ssm_inputs(x)
         A = -jnp.exp(self.A_log)
-        y = selective_scan(x, dt, A, B, C, self.D, mode=c.scan_mode, chunk=c.scan_chunk)
+        y = selective_scan(x, dt, A, B, C, self.D, mode=c.scan_mode, chunk=c.scan_chunk, unroll=c.scan_unroll)
         return self.out_proj(y * jax.nn.silu(z))
 
     def step(self, h_BxD, cache: LayerCache):

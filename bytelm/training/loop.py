@@ -95,7 +95,7 @@ def train_and_evaluate(
     with contextlib.ExitStack() as stack:
         mngr = stack.enter_context(checkpoints.open_manager(job.workdir, tc.keep_checkpoints))
         state, start, log, compiling = _begin(job, mngr, params, state, shardings, resume_step, out)
-        del params  # the state holds them now
+        del params  # (the state holds what training needs; the host copy can go)
         train_step = compiling.result()  # compiled for these shapes and shardings
         tokens_per_step = tc.batch_size * config.model.seq_len
         recorder = history.StepRecorder(log, optimizer.lr_schedule(tc), tokens_per_step, start, compiling.seconds)
