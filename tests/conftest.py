@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +35,29 @@ def load_config(name: str):
     from bytelm.config_base import load_config_file
 
     return load_config_file(CONFIGS / f"{name}.py")
+
+
+# Test inputs and comparisons in NumPy: run eagerly in JAX, each op would be a compiled program of its
+# own, and compiling is most of what these tests cost. Only the programs under test are JAX's.
+def normal(seed: int, shape) -> np.ndarray:
+    """Standard-normal float32 values `shape`, from a NumPy generator seeded with `seed`."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def byte_ids(seed: int, shape) -> np.ndarray:
+    """Random byte ids (int32) `shape`, from a NumPy generator seeded with `seed`."""
+    return np.random.default_rng(seed).integers(0, 256, size=shape).astype(np.int32)
+
+
+def one_hot(ids) -> np.ndarray:
+    """Float32 one-hot `[..., 256]` of `ids`, on the host."""
+    return np.eye(256, dtype=np.float32)[np.asarray(ids)]
+
+
+def rel_err(a, b) -> float:
+    """max |a − b| / max |b|, in float64."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 def mirror_env() -> dict[str, str]:

@@ -3,7 +3,6 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from bytelm.models.transformer import GPT2, GPT2Config, empty_cache
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.fast import FastSampler
 from bytelm.sampling.settings import SampleSettings
+from conftest import byte_ids, one_hot, rel_err
 
 GPT = GPT2(GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32))
 MAMBA = Mamba(MambaConfig(seq_len=16, d_model=16, num_layers=2, d_state=4, dt_rank=2))
@@ -23,34 +23,30 @@ def model_and_variables(request):
     return request.param, models.init_variables(request.param, jax.random.key(0))
 
 
-def rel_err(a, b) -> float:
-    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-
-
 def test_kv_cache_logits_equal_the_full_forward_at_every_position():
     variables = models.init_variables(GPT, jax.random.key(1))
-    ids = jax.random.randint(jax.random.key(2), (2, 16), 0, 256)
-    full = jax.jit(GPT.apply)(variables, jax.nn.one_hot(ids, 256))
+    ids = byte_ids(2, (2, 16))
+    full = jax.jit(GPT.apply)(variables, one_hot(ids))
     step = jax.jit(lambda v, x, c, p: GPT.apply(v, x, c, p, method=GPT.decode))
-    logits, cache = step(variables, jax.nn.one_hot(ids[:, :3], 256), empty_cache(GPT.config, 2), 0)  # prefill 3
-    got = [logits]
+    logits, cache = step(variables, one_hot(ids[:, :3]), empty_cache(GPT.config, 2), 0)  # prefill 3
+    got = [np.asarray(logits)]
     for t in range(3, 16):
-        logits, cache = step(variables, jax.nn.one_hot(ids[:, t : t + 1], 256), cache, t)
-        got.append(logits)
-    assert rel_err(jnp.concatenate(got, axis=1), full) < 1e-5
+        logits, cache = step(variables, one_hot(ids[:, t : t + 1]), cache, t)
+        got.append(np.asarray(logits))
+    assert rel_err(np.concatenate(got, axis=1), full) < 1e-5
 
 
 def test_fast_logits_equal_the_reference_at_every_position_past_seq_len(model_and_variables):
     """Drives the fast sampler's own prefill and per-byte step over 3 × seq_len positions."""
     model, variables = model_and_variables
     fast, ref = FastSampler(model, variables), make_sampler(model, variables, "reference")
-    history = jax.random.randint(jax.random.key(3), (48,), 0, 256).tolist()
-    buf = jnp.asarray([history + [0] * 16], jnp.int32)
+    history = byte_ids(3, (48,)).tolist()
+    buf = np.asarray([history + [0] * 16], np.int32)
     logits, cache = jax.jit(fast._prefill_impl, static_argnames="length")(variables, buf, 5, length=16)
     assert rel_err(logits[0], ref.logits(history[:5])) < 1e-5
     step = jax.jit(fast._next_logits)
     for p in range(5, 48):  # the byte at position p is history[p]; past 16 GPT-2 re-runs its window
-        logits, cache = step(variables, buf, jnp.asarray([history[p]]), p, cache)
+        logits, cache = step(variables, buf, np.asarray([history[p]], np.int32), p, cache)
         assert rel_err(logits[0], ref.logits(history[: p + 1])) < 1e-5, p
 
 

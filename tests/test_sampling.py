@@ -1,7 +1,6 @@
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,6 +13,7 @@ from bytelm.sampling.choice import adjust_logits, choose_token
 from bytelm.sampling.decoders import sample_text
 from bytelm.sampling.reference import WindowSampler
 from bytelm.sampling.settings import SampleSettings
+from conftest import normal, one_hot
 
 SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
 
@@ -26,42 +26,44 @@ def small_model():
 
 def test_repeat_penalty_subtracts_per_occurrence_in_the_window():
     s = SampleSettings(temperature=0.0, repeat_penalty=1.5, repeat_window=4)
-    out = adjust_logits(jnp.zeros(256), jnp.array([5, 5, 7, -1]), s)
+    out = np.asarray(adjust_logits(np.zeros(256, np.float32), np.array([5, 5, 7, -1]), s))
     assert float(out[5]) == -3.0 and float(out[7]) == -1.5 and float(out[0]) == 0.0
 
 
 def test_greedy_takes_the_argmax_after_the_penalty():
-    logits = jnp.zeros(256).at[65].set(3.0).at[66].set(2.0)
+    logits = np.zeros(256, np.float32)
+    logits[65], logits[66] = 3.0, 2.0
     greedy = SampleSettings(temperature=0.0)
-    assert int(choose_token(logits, jnp.full(4, -1), 0, greedy)) == 65
+    assert int(choose_token(logits, np.full(4, -1, np.int32), 0, greedy)) == 65
     penalised = SampleSettings(temperature=0.0, repeat_penalty=2.0, repeat_window=4)
-    assert int(choose_token(logits, jnp.array([-1, -1, -1, 65]), 0, penalised)) == 66
+    assert int(choose_token(logits, np.array([-1, -1, -1, 65], np.int32), 0, penalised)) == 66
     top1 = SampleSettings(temperature=1.0, top_k=1)
-    assert all(int(choose_token(logits, jnp.full(1, -1), i, top1)) == 65 for i in range(5))
+    assert all(int(choose_token(logits, np.full(1, -1, np.int32), i, top1)) == 65 for i in range(5))
 
 
 def test_top_k_keeps_only_the_k_largest():
-    logits = jnp.arange(256, dtype=jnp.float32) / 50.0
+    logits = np.arange(256, dtype=np.float32) / 50.0
     s = SampleSettings(temperature=2.0, top_k=3)
-    drawn = {int(choose_token(logits, jnp.full(1, -1), i, s)) for i in range(200)}
+    drawn = {int(choose_token(logits, np.full(1, -1, np.int32), i, s)) for i in range(200)}
     assert drawn <= {253, 254, 255} and len(drawn) > 1
 
 
 def test_ascii_only_never_draws_other_bytes():
-    logits = jnp.zeros(256).at[200].set(50.0).at[7].set(50.0)
+    logits = np.zeros(256, np.float32)
+    logits[200] = logits[7] = 50.0
     s = SampleSettings(temperature=1.0, top_k=0, ascii_only=True)
     for i in range(100):
-        t = int(choose_token(logits, jnp.full(1, -1), i, s))
+        t = int(choose_token(logits, np.full(1, -1, np.int32), i, s))
         assert t == 10 or 32 <= t <= 126
 
 
 def test_a_draw_depends_only_on_seed_and_index():
-    logits = jax.random.normal(jax.random.key(0), (256,))
+    logits = normal(0, (256,))
     s = SampleSettings(temperature=1.0, top_k=0, seed=11)
-    first = [int(choose_token(logits, jnp.full(1, -1), i, s)) for i in range(30)]
-    assert int(choose_token(logits, jnp.full(1, -1), 17, s)) == first[17]  # no hidden state
+    first = [int(choose_token(logits, np.full(1, -1, np.int32), i, s)) for i in range(30)]
+    assert int(choose_token(logits, np.full(1, -1, np.int32), 17, s)) == first[17]  # no hidden state
     other = SampleSettings(temperature=1.0, top_k=0, seed=12)
-    assert [int(choose_token(logits, jnp.full(1, -1), i, other)) for i in range(30)] != first
+    assert [int(choose_token(logits, np.full(1, -1, np.int32), i, other)) for i in range(30)] != first
 
 
 def test_recent_window_pads_with_minus_one():
@@ -125,7 +127,7 @@ def test_reference_sampler_logits_equal_the_full_forward_at_the_last_position(sm
     sampler = WindowSampler(model, variables)
     history = list(range(60, 80))  # 20 ids: the window holds the last 16
     forward = jax.jit(model.apply)
-    full = forward(variables, jax.nn.one_hot(jnp.array([history[-16:]]), 256))[0, -1]
+    full = forward(variables, one_hot([history[-16:]]))[0, -1]
     np.testing.assert_allclose(sampler.logits(history), full, rtol=1e-5, atol=1e-5)
-    short = forward(variables, jax.nn.one_hot(jnp.array([history[:5]]), 256))[0, -1]
+    short = forward(variables, one_hot([history[:5]]))[0, -1]
     np.testing.assert_allclose(sampler.logits(history[:5]), short, rtol=1e-5, atol=1e-5)

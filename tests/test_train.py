@@ -12,7 +12,7 @@ from bytelm.data import batches
 from bytelm.errors import ConfigError, RunDirError
 from bytelm.training import evaluation, optimizer, step
 from bytelm.training.loop import train_and_evaluate
-from conftest import load_config, tiny_config
+from conftest import load_config, normal, tiny_config
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
@@ -37,7 +37,7 @@ def test_weight_decay_touches_matrices_only():
 
 
 def test_masked_positions_do_not_change_the_loss():
-    logits = jax.random.normal(jax.random.key(0), (2, 6, 256))
+    logits = normal(0, (2, 6, 256))
     b = batches.make_batch(np.array([65, 66, 67, 68], np.uint8), np.array([0, 1]), seq_len=6)
     other_y = b.y.copy()
     other_y[:, 4:] = np.eye(256, dtype=np.float32)[99]  # change only masked targets
