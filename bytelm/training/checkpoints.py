@@ -13,6 +13,7 @@ checkpoint is on disk when `save` returns (a stop signal may come next).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -62,7 +63,12 @@ def open_manager(workdir: Path, keep: int) -> Iterator[ocp.CheckpointManager]:
     try:
         yield mngr
     finally:
-        mngr.close()
+        # After a failed save the manager still holds its writers' failed futures; closing frees them
+        # and the cycle collector then reports each as "exception was never retrieved". Collect now,
+        # quieted: the save has already said what failed, in one line.
+        with _quiet_writers():
+            mngr.close()
+            gc.collect()
 
 
 def latest_step(workdir: Path) -> int | None:
@@ -106,31 +112,42 @@ class _Reports:
     def seen(self) -> None:
         self.last = time.monotonic()
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        """A logging filter: notes the record and drops it."""
+        self.seen()
+        return False
+
     def drain(self) -> None:
-        """Waits until no report has come for `QUIET_S` seconds (at most `DRAIN_S`)."""
+        """Waits until no report has come for `QUIET_S` seconds (at most `DRAIN_S`).
+
+        The failed writers' tasks sit in reference cycles (exception -> traceback -> frame -> task),
+        so asyncio's "exception was never retrieved" comes whenever the cycle collector next runs:
+        collecting here makes it come now, while the reports are still quieted."""
         deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline and time.monotonic() - self.last < QUIET_S:
+        while True:
+            gc.collect()
+            if time.monotonic() >= deadline or time.monotonic() - self.last >= QUIET_S:
+                return
             time.sleep(QUIET_S / 5)
 
 
 @contextlib.contextmanager
 def _quiet_writers() -> Iterator[_Reports]:
-    """While a save runs, and while a failed one drains: absl's and asyncio's loggers at CRITICAL
-    (each of orbax's failing writers logs its own traceback) and the "Event loop is closed" reports
-    dropped, all restored on the way out. The one line that `save` raises says it all."""
+    """While a save runs, and while a failed one drains: absl's and asyncio's records dropped (each
+    of orbax's failing writers logs its own traceback) and so are the "Event loop is closed" reports,
+    each one noted; all restored on the way out. The one line that `save` raises says it all."""
     reports = _Reports()
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
-    levels = [logger.level for logger in loggers]
     previous_hook = sys.unraisablehook
     for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
+        logger.addFilter(reports)
     sys.unraisablehook = _drop_closed_loop_reports(previous_hook, reports.seen)
     try:
         yield reports
     finally:
         sys.unraisablehook = previous_hook
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(reports)
 
 
 def _drop_closed_loop_reports(previous: Callable[[Any], None], seen: Callable[[], None]) -> Callable[[Any], None]:
