@@ -57,7 +57,7 @@ def train_config() -> ml_collections.ConfigDict:
     c.weight_decay = 0.1  # AdamW decay, applied to matrices (ndim >= 2) only
     c.grad_clip = 1.0  # global-norm clipping; 0 = off
     c.seed = 0  # seeds the parameter init
-    c.init_params = ""  # a parameter pack (params.json) to start from instead of a fresh init
+    c.init_params = ""  # weights to start from instead of a fresh init: a pack (params.json) or a launch.export folder
     c.eval_every = 250  # steps between evaluations on the validation split
     c.eval_batch_size = 32  # windows per evaluation forward pass (BENCHMARKS.md, Choices: eval batch)
     c.log_every = 50  # steps between progress lines when stdout is not a terminal

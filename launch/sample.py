@@ -15,11 +15,12 @@ from absl import flags
 from bytelm import config_base
 from bytelm.artifacts import run_dir
 from bytelm.errors import UsageError
+from bytelm.interop import huggingface
 from bytelm.sampling.settings import DECODERS, SampleSettings, prompt_bytes
 from launch import cli
 
 FALLBACK_GENERATE = 220  # a run trained with sample.generate=0 still samples something by default
-_DIR = flags.DEFINE_string("checkpoint_dir", None, "a training run's workdir")
+_DIR = flags.DEFINE_string("checkpoint_dir", None, "a training run's workdir, or a folder launch.export wrote")
 _PROMPT = flags.DEFINE_string("prompt", None, "text to continue (default: the run's sample.prompt)")
 _GENERATE = flags.DEFINE_integer(
     "generate", None, f"bytes to generate (default: the run's sample.generate, or {FALLBACK_GENERATE} if that is 0)"
@@ -61,7 +62,9 @@ def settings_from_flags(sample_config) -> SampleSettings:
 
 
 def main() -> None:
-    config = run_dir.read_config(_DIR.value)
+    # A training run's folder, or a transformers folder that launch.export wrote (it carries the config).
+    is_export = huggingface.is_export(_DIR.value)
+    config = huggingface.bytelm_config(_DIR.value) if is_export else run_dir.read_config(_DIR.value)
     # Every setting is checked before the model is built and the weights are loaded: a typo fails at once.
     settings = settings_from_flags(config.sample)
     prompt = prompt_bytes(_PROMPT.value if _PROMPT.value is not None else config.sample.prompt)

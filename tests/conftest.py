@@ -60,6 +60,20 @@ def rel_err(a, b) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
+def import_transformers():
+    """torch and transformers, for the export's parity tests. CI installs the optional extra `hf` and
+    sets BYTELM_REQUIRE_HF=1, so there a missing one fails; elsewhere those tests skip, saying why."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never ask the Hub
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        if os.environ.get("BYTELM_REQUIRE_HF") == "1":
+            pytest.fail(f"BYTELM_REQUIRE_HF=1 but {e.name} is missing (pip install -e '.[hf]')")
+        pytest.skip(f"{e.name} is not installed: the optional extra `hf` (pip install -e '.[hf]') runs these tests")
+    return torch, transformers
+
+
 def mirror_env() -> dict[str, str]:
     """The environment for subprocesses: the local mirror when it exists (CI and offline machines)."""
     env = dict(os.environ)

@@ -5,16 +5,16 @@ import shutil
 
 import pytest
 
-from conftest import CONFIGS, mirror_env, run_module
+from conftest import CONFIGS, import_transformers, mirror_env, rel_err, run_module
 
 run = run_module
 
 
-@pytest.mark.slow
-def test_tutorial_command_learns_then_samples_the_same_text_twice(workspace):
-    # WORKSPACE §5's command as written, but 100 steps instead of 300 and 128 evaluation windows: enough
-    # to see gpt2_tiny learn (first and last evaluation), and what is checked of the sampling (the same
-    # text twice, and the same as training's own sample) depends on neither.
+@pytest.fixture(scope="module")
+def gpt2_tiny_run(workspace):
+    """WORKSPACE §5's command as written, but 100 steps instead of 300 and 128 evaluation windows:
+    enough to see gpt2_tiny learn, and to give the export tests a model whose greedy text is not
+    one repeated byte. Returns (the run's folder, what training printed)."""
     train = run(
         [
             "launch.train",
@@ -33,6 +33,14 @@ def test_tutorial_command_learns_then_samples_the_same_text_twice(workspace):
         ],
         workspace,
     )
+    return workspace / "runs/gpt2_tiny", train
+
+
+@pytest.mark.slow
+def test_tutorial_command_learns_then_samples_the_same_text_twice(workspace, gpt2_tiny_run):
+    # What is checked of the sampling (the same text twice, and the same as training's own sample)
+    # depends on neither the step count nor the evaluation windows.
+    _, train = gpt2_tiny_run
     assert "probe before training" in train.stdout and "probe after training" in train.stdout
     assert "summary: 834,304 params, 100 steps" in train.stdout
     assert (workspace / "runs/gpt2_tiny/params.json").exists()
@@ -98,8 +106,10 @@ def test_sampling_compiles_into_the_runs_compilation_cache(workspace, small_run,
     assert run(flags, workspace, env=env).stdout == first.stdout  # compiled or cached, the same bytes
 
 
-@pytest.mark.slow
-def test_mamba_learns_and_samples_through_the_same_commands(workspace):
+@pytest.fixture(scope="module")
+def mamba_tiny_run(workspace):
+    """mamba_tiny itself (its parameters are the same at any window) trained 100 steps on windows of
+    64 bytes, through the same command as GPT-2; returns the run's folder."""
     run(
         [
             "launch.train",
@@ -107,8 +117,6 @@ def test_mamba_learns_and_samples_through_the_same_commands(workspace):
             "--workdir=runs/mamba",
             "--config.train.steps=100",
             "--config.train.eval_every=50",
-            "--config.model.d_model=64",
-            "--config.model.num_layers=2",
             "--config.model.seq_len=64",
             "--config.data.eval_windows=64",
             "--config.data.final_eval_windows=128",
@@ -116,10 +124,15 @@ def test_mamba_learns_and_samples_through_the_same_commands(workspace):
         ],
         workspace,
     )
+    return workspace / "runs/mamba"
+
+
+@pytest.mark.slow
+def test_mamba_learns_and_samples_through_the_same_commands(workspace, mamba_tiny_run):
     log = json.loads((workspace / "runs/mamba/train_log.json").read_text())
     evaluations = [e["val_loss"] for e in log["evaluations"]]
     assert evaluations[0] > 5.0
-    assert evaluations[-1] < 3.0, f"100 steps should bring a small Mamba below 3.0 nats (2.57 here), got {evaluations}"
+    assert evaluations[-1] < 3.0, f"100 steps should bring mamba_tiny below 3.0 nats (2.18 here), got {evaluations}"
     flags = ["launch.sample", "--checkpoint_dir=runs/mamba", "--prompt=ROMEO:", "--generate=300", "--seed=3"]
     first, second = run(flags, workspace), run(flags, workspace)
     assert first.stdout == second.stdout and first.stdout.startswith("ROMEO:")
@@ -140,3 +153,63 @@ def test_fast_and_reference_decoding_print_the_same_text(workspace, small_run):
     ]
     fast, reference = run([*flags, "--decode=fast"], workspace), run([*flags, "--decode=reference"], workspace)
     assert fast.stdout == reference.stdout and "--- sample 2 of 2 (seed 5) ---" in fast.stdout
+
+
+# --- The export to Hugging Face transformers, checked against the runs trained above ---------------
+
+
+def _bytelm_logits(run_folder, corpus_path, windows: int):
+    """bytelm's logits on the first `windows` of the evenly spread validation windows, and their ids."""
+    import jax
+    import numpy as np
+
+    from bytelm import models
+    from bytelm.artifacts import param_pack, run_dir
+    from bytelm.data import batches, corpus
+
+    config = run_dir.read_config(run_folder)
+    config.data.file = str(corpus_path)
+    data = corpus.load(config.data, 64)
+    ids, _ = batches.windows(data.val, batches.eval_starts(data.val.size, 64, 64)[:windows], 64)
+    model = models.build(config.model)
+    variables = param_pack.load_pack(run_folder / run_dir.PARAMS_FILE)
+    return np.asarray(jax.jit(model.apply)(variables, np.eye(256, dtype=np.float32)[ids[:, :-1]])), ids[:, :-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "trained, architecture, new_bytes",
+    [("gpt2_tiny_run", "GPT2LMHeadModel", 58), ("mamba_tiny_run", "MambaForCausalLM", 200)],
+    ids=["gpt2_tiny", "mamba_tiny"],
+)
+def test_transformers_loads_the_export_and_agrees_with_bytelm(
+    request, workspace, tmp_path, trained, architecture, new_bytes
+):
+    """`launch.export` of a trained run, loaded by transformers alone: the right class, the same logits
+    on three validation windows, a tokenizer whose ids are the UTF-8 bytes, the same greedy bytes as
+    `launch.sample --temperature=0` (GPT-2 up to its 64-byte window), and bytelm samples the folder too."""
+    torch, transformers = import_transformers()
+    run_folder = request.getfixturevalue(trained)
+    run_folder = run_folder[0] if isinstance(run_folder, tuple) else run_folder
+    out = tmp_path / "export"
+    assert "wrote" in run(["launch.export", f"--checkpoint_dir={run_folder}", f"--out={out}"], workspace).stdout
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == architecture
+    ours, ids = _bytelm_logits(run_folder, workspace / "data/real/text/tiny_shakespeare.txt", 3)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(ids.astype("int64"))).logits.numpy()
+    assert rel_err(theirs, ours) < 1e-4
+    text = "ROMEO: héllo, wörld ✓ 日本\n\t"
+    assert tok(text)["input_ids"] == list(text.encode("utf-8")) and tok.decode(list(text.encode("utf-8"))) == text
+    prompt = tok("ROMEO:", return_tensors="pt").input_ids
+    generated = model.generate(prompt, max_new_tokens=new_bytes, do_sample=False)[0].tolist()
+    assert len(generated) == 6 + new_bytes
+    # Greedy and nothing else: the tutorial run samples with a repeat penalty, which transformers' greedy
+    # search has no counterpart for (its repetition_penalty divides logits; ours subtracts).
+    flags = ["launch.sample", "--prompt=ROMEO:", f"--generate={new_bytes}", "--temperature=0", "--repeat_penalty=0"]
+    from bytelm.data import tokenizer
+
+    sampled = run([*flags, f"--checkpoint_dir={run_folder}"], workspace).stdout
+    assert sampled == tokenizer.decode(generated) + "\n"
+    assert run([*flags, f"--checkpoint_dir={out}"], workspace).stdout == sampled  # bytelm reads the export

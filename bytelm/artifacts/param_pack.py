@@ -98,7 +98,7 @@ def unflatten(flat: dict[str, Any]) -> dict:
     return tree
 
 
-def _dtype_name(dtype: np.dtype) -> str:
+def dtype_name(dtype: np.dtype) -> str:
     for name, dt in DTYPES.items():
         if np.dtype(dtype) == dt or np.dtype(dtype).newbyteorder("<") == dt:
             return name
@@ -126,7 +126,7 @@ def leaf_stats(arr: np.ndarray) -> dict[str, float]:
 def _write_leaf(f, path: str, leaf) -> None:
     """Writes one leaf record, `data` last and encoded chunk by chunk from the array's own bytes."""
     arr = np.asarray(leaf)
-    name = _dtype_name(arr.dtype)
+    name = dtype_name(arr.dtype)
     arr = np.ascontiguousarray(arr, dtype=DTYPES[name])  # no copy when already contiguous little-endian
     raw = memoryview(arr.reshape(-1).view(np.uint8))
     digest = hashlib.sha256(raw).hexdigest()
@@ -315,7 +315,7 @@ def check_against(found: dict[str, tuple[tuple[int, ...], str]], expected) -> No
 
     `found` maps path → (shape, dtype name); `expected` is a tree of arrays or ShapeDtypeStructs.
     """
-    want = {p: (tuple(x.shape), _dtype_name(x.dtype)) for p, x in flatten(expected).items()}
+    want = {p: (tuple(x.shape), dtype_name(x.dtype)) for p, x in flatten(expected).items()}
     problems = [f"missing {p} {list(s)} {d}" for p, (s, d) in want.items() if p not in found]
     problems += [f"unexpected {p} {list(s)} {d}" for p, (s, d) in found.items() if p not in want]
     for p in want.keys() & found.keys():

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from bytelm import models
-from bytelm.artifacts import param_pack, run_dir
+from bytelm.artifacts import run_dir
 from bytelm.data import tokenizer
+from bytelm.interop import export, huggingface
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.sampler import Sampler
 from bytelm.sampling.settings import SampleSettings, prompt_bytes
@@ -25,9 +26,12 @@ def write_stdout(text: str) -> None:
 
 
 def load_sampler(checkpoint_dir: str | Path, config: ml_collections.ConfigDict, decode: str, chunk: int) -> Sampler:
-    """The run's model with its pack (shapes checked against the model first), behind `decode`."""
+    """The run's model with its pack, or an export folder's model with its weights (shapes checked
+    against the model first), behind `decode`."""
     model = models.build(config.model)
-    variables = param_pack.load_pack(Path(checkpoint_dir) / run_dir.PARAMS_FILE, models.abstract_variables(model))
+    path = Path(checkpoint_dir)
+    weights = path if huggingface.is_export(path) else path / run_dir.PARAMS_FILE
+    variables = export.load_weights(weights, models.abstract_variables(model))
     return make_sampler(model, jax.tree_util.tree_map(jnp.asarray, variables), decode, chunk)
 
 

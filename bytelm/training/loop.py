@@ -26,6 +26,7 @@ from bytelm.artifacts import param_pack, run_dir, train_log
 from bytelm.atomic_io import atomic_write_json
 from bytelm.data import batches, corpus
 from bytelm.errors import Stopped
+from bytelm.interop import export
 from bytelm.parallel import mesh, processes, runtime
 from bytelm.reporting import plots, probe
 from bytelm.sampling.decoders import sample_text
@@ -172,10 +173,11 @@ def _describe(job: Job, n_params: int) -> str:
 
 
 def initial_params(config, model, key: jax.Array) -> dict:
-    """A fresh init from `key`, or the pack at `train.init_params` checked against the model."""
+    """A fresh init from `key`, or the weights at `train.init_params` (a pack, or a transformers folder
+    that `launch.export` wrote) checked against the model."""
     if config.train.init_params:
         expected = models.abstract_variables(model)
-        return jax.tree_util.tree_map(jnp.asarray, param_pack.load_pack(config.train.init_params, expected))
+        return jax.tree_util.tree_map(jnp.asarray, export.load_weights(config.train.init_params, expected))
     return models.init_variables(model, key)
 
 
