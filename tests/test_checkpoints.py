@@ -225,12 +225,13 @@ def test_resume_refuses_a_different_config_and_lists_the_fields(tiny_shakespeare
     # A complete run says so instead of training again.
     with pytest.raises(RunDirError, match="already complete"):
         train_and_evaluate(longer, tmp_path, out=lambda s: None)
-    # resume=False refuses to touch the run without --overwrite, and starts over with it.
-    fresh = tiny_config(tiny_shakespeare, train__steps=2, train__resume=False)
+    # resume=False refuses to touch the run without --overwrite, and starts over with it (3 steps, the
+    # first run's program again).
+    fresh = tiny_config(tiny_shakespeare, train__steps=3, train__checkpoint_every=2, train__resume=False)
     with pytest.raises(RunDirError, match="--overwrite"):
         train_and_evaluate(fresh, tmp_path, out=lambda s: None)
     train_and_evaluate(fresh, tmp_path, overwrite=True, out=lambda s: None)
-    assert logged_steps(tmp_path) == [1, 2] and checkpoints.latest_step(tmp_path) == 2
+    assert logged_steps(tmp_path) == [1, 2, 3] and checkpoints.latest_step(tmp_path) == 3
 
 
 def test_keep_checkpoints_keeps_the_latest(tiny_shakespeare, tmp_path):
