@@ -30,6 +30,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
+# Tests compile far more than they run. At optimisation level 0 XLA's CPU backend compiles them in
+# about two thirds of the time (BENCHMARKS.md, Choices: the test suite) and runs them about 3x slower,
+# which only the few long training runs feel: those ask for `mirror_env(optimized=True)`. Set a level
+# in XLA_FLAGS yourself to run every test at it.
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+
+
 def load_config(name: str):
     """`configs/NAME.py`'s config, loaded by path as `--config=` loads it."""
     from bytelm.config_base import load_config_file
@@ -74,9 +83,12 @@ def import_transformers():
     return torch, transformers
 
 
-def mirror_env() -> dict[str, str]:
-    """The environment for subprocesses: the local mirror when it exists (CI and offline machines)."""
+def mirror_env(optimized: bool = False) -> dict[str, str]:
+    """The environment for subprocesses: the local mirror when it exists (CI and offline machines);
+    `optimized` drops the tests' fast-compile flag (for runs long enough to feel it)."""
     env = dict(os.environ)
+    if optimized:
+        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAG, "").strip()
     if SHARED_MIRROR.is_dir() and not env.get("BYTELM_DATA_MIRROR"):
         env["BYTELM_DATA_MIRROR"] = str(SHARED_MIRROR)
     env["PYTHONUNBUFFERED"] = "1"

@@ -66,10 +66,10 @@ def test_cluster_environments_and_partial_flags():
 
 
 # Runs in a child with 8 host devices (the count is fixed when JAX starts). For each model family:
-# 20 steps on one device (the reference, as `train_and_evaluate` runs it there), then the same 20
+# 8 steps on one device (the reference, as `train_and_evaluate` runs it there), then the same 8
 # steps on meshes over the first 2, 4 and 8 devices, data-parallel and FSDP; then a checkpoint saved
-# at step 10 from an FSDP run on 4 devices is restored onto 1 and onto 2 devices and trained on to
-# step 20. Each mesh is a compilation (seconds), so GPT-2 gets the fewest that cover 1, 2, 4, 8
+# at step 4 from an FSDP run on 4 devices is restored onto 1 and onto 2 devices and trained on to
+# step 8. Each mesh is a compilation (seconds), so GPT-2 gets the fewest that cover 1, 2, 4, 8
 # devices and both kinds, and Mamba (whose parameters the same rules shard) one mesh with both kinds.
 _MESHES_VS_PLAIN = r"""
 import json, sys, tempfile
@@ -79,7 +79,7 @@ from bytelm.config_base import load_config_file
 from bytelm.parallel import mesh
 from bytelm.training import checkpoints, optimizer, step
 assert jax.device_count() == 8, jax.devices()
-B, L, STEPS, SAVE_AT = 8, 32, 20, 10
+B, L, STEPS, SAVE_AT = 8, 32, 8, 4
 SPECS = {
     "gpt2": [("data=2", 2), ("fsdp=4", 4), ("data=2,fsdp=4", 8)],
     "mamba": [("data=2,fsdp=4", 8)],  # the same sharding rules: one mesh with both kinds covers them
