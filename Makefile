@@ -29,9 +29,10 @@ demo: $(STAMP)
 		--temperature=0.85 --top_k=24 --repeat_penalty=1.25 --repeat_window=24 --seed=11
 
 # Two workers, one test file each: compilation is mostly single-threaded, so two workers keep both
-# cores of a small machine busy (tests/conftest.py hands out the slowest files first).
+# cores of a small machine busy (tests/conftest.py hands out the slowest files first; the last flag
+# keeps that order).
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

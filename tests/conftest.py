@@ -142,6 +142,11 @@ TINY_FLAGS = [
 ]
 
 
+# `preexec_fn` makes subprocess fork. The children these tests fork only set a signal, a limit or a
+# capability and then exec, so the fork-with-threads hazard that JAX warns about cannot bite.
+FORK_THEN_EXEC = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+
+
 def run_module(args, cwd, input=None, check=True, timeout=300, **popen):
     """`python -m args...` in `cwd` with the mirror environment; raises with its output if it fails."""
     proc = subprocess.run(
@@ -213,18 +218,22 @@ def _signal_state_is_left_as_found(request):
         )
 
 
-# The slowest files first (seconds under `-n 2`, measured with --durations): with `--dist loadfile`
-# a worker takes whole files in order, so a slow file left for last keeps one worker busy while the
-# other has nothing to do.
+# The slowest files first (worker seconds under `make test`, measured with --durations=0): with
+# `--dist loadfile --no-loadscope-reorder` a worker takes whole files in this order, so a slow file
+# left for last cannot keep one worker busy while the other has nothing to do. (Without the flag,
+# xdist orders files by their number of tests, and test_cli.py, 11 slow tests, came last.)
 _SLOW_FILES_FIRST = (
-    "test_cli.py",
-    "test_checkpoints.py",
-    "test_mesh.py",
-    "test_fast_sampling.py",
-    "test_mamba.py",
-    "test_bad_input.py",
-    "test_transformer.py",
-    "test_report.py",
+    "test_cli.py",  # 155 s
+    "test_checkpoints.py",  # 89
+    "test_bad_input.py",  # 82
+    "test_mesh.py",  # 80
+    "test_fast_sampling.py",  # 47
+    "test_report.py",  # 45
+    "test_mamba.py",  # 44
+    "test_benchmark.py",  # 28
+    "test_transformer.py",  # 26
+    "test_train.py",  # 24
+    "test_export.py",  # 18
 )
 
 

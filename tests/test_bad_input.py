@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
+from conftest import CONFIGS, FORK_THEN_EXEC, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
 
 TRAIN = ["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", "--workdir=runs/err"]
 
@@ -97,6 +97,7 @@ def _without_root_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+@FORK_THEN_EXEC
 def test_read_only_workdir(workspace, tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -242,6 +243,7 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@FORK_THEN_EXEC
 def test_ctrl_c_during_sampling_exits_quietly(workspace, small_run):
     proc = subprocess.Popen(
         [sys.executable, "-m", "launch.sample", f"--checkpoint_dir={small_run}", "--generate=100000"],

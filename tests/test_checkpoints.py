@@ -18,7 +18,7 @@ from bytelm.errors import ConfigError, RunDirError
 from bytelm.training import checkpoints, optimizer, step
 from bytelm.training.history import TrainingDiverged
 from bytelm.training.loop import train_and_evaluate
-from conftest import CONFIGS, REPO, mirror_env, tiny_config
+from conftest import CONFIGS, FORK_THEN_EXEC, REPO, mirror_env, tiny_config
 
 # The CLI twin of conftest.tiny_config, 14 steps with a checkpoint every 3.
 STEPS = 14
@@ -127,9 +127,7 @@ def _limit_file_size(limit: int):
     return apply
 
 
-# preexec_fn makes subprocess fork; the child only sets a signal and a limit, then execs, so the
-# fork-with-threads hazard JAX warns about cannot bite here.
-@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
+@FORK_THEN_EXEC
 def test_a_checkpoint_write_that_fails_leaves_earlier_checkpoints_and_params_intact(reference, tmp_path):
     """A full disk, simulated by a file-size limit on the child: its next checkpoint cannot be written."""
     import shutil

@@ -99,7 +99,8 @@ def train_and_evaluate(
         del params  # (the state holds what training needs; the host copy can go)
         train_step = compiling.result()  # compiled for these shapes and shardings
         tokens_per_step = tc.batch_size * config.model.seq_len
-        recorder = history.StepRecorder(log, optimizer.lr_schedule(tc), tokens_per_step, start, compiling.seconds)
+        schedule = jax.jit(optimizer.lr_schedule(tc))  # for the log; op by op it is a dozen programs
+        recorder = history.StepRecorder(log, schedule, tokens_per_step, start, compiling.seconds)
         progress = stack.enter_context(Progress(tc.progress, tc.steps, tc.log_every, out, initial=start))
         signals = stack.enter_context(StopSignals())
         state = _train(job, train_step, state, start, log, mngr, recorder, progress, signals)

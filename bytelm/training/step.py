@@ -91,7 +91,8 @@ def make_steps(
 def place_state(params, optimizer, device_mesh, fsdp_min_size: int) -> tuple[TrainState, TrainState]:
     """A fresh `TrainState` from `params` laid out on `device_mesh`, and its shardings (a `TrainState`
     of them, for `make_steps` and for restoring checkpoints)."""
-    host_state = TrainState(np.zeros((), np.int32), params, optimizer.init(params))
+    # One compiled program: op by op, init would compile a zeros program per distinct leaf shape.
+    host_state = TrainState(np.zeros((), np.int32), params, jax.jit(optimizer.init)(params))
     shardings = mesh.state_shardings(device_mesh, host_state, fsdp_min_size)
     return mesh.put(host_state, shardings), shardings
 
