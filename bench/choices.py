@@ -204,7 +204,7 @@ def bench_choices(
 ) -> list[dict]:
     """Every choice of the module docstring, measured in this run."""
     data = corpus.load(config.data, config.model.seq_len)
-    ids = np.asarray(data.train)
+    ids = data.train.to_array()
     rows = [
         _eval_batch(config, ids, repeats),
         _cpu_devices(config, ids, repeats),

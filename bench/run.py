@@ -13,17 +13,16 @@ from pathlib import Path
 
 import jax
 import ml_collections
-import numpy as np
 
-from bench import choices, pack_speed, peers, sampling_speed, scan_speed, tables, training_speed
+from bench import choices, corpus_speed, pack_speed, peers, sampling_speed, scan_speed, tables, training_speed
 from bench.measure import matmul_ceiling_gflops
 from bytelm.atomic_io import atomic_write_json, atomic_write_text
 from bytelm.config_base import load_config_file
 from bytelm.data import corpus
 from bytelm.errors import UsageError
 
-SECTIONS = ("train", "sample", "pack", "scan", "choices", "recipe")
-DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices")
+SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus", "recipe")
+DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +41,8 @@ class Options:
     scan_forms: tuple[str, ...] = ("sequential", "fused", "parallel:16", "parallel:64", "parallel")
     scan_memory_budget_gb: float = 14.0
     config_dir: str = "configs"
+    corpus_gb: float = 2.0  # the corpus section's large corpus
+    corpus_steps: int = 50
 
     def check(self) -> None:
         unknown = set(self.only) - set(SECTIONS)
@@ -88,7 +89,7 @@ def _train_section(o: Options, log: Callable[[str], None]) -> dict:
     log(f"ceiling float32 matmul {ceiling['n']}³: {ceiling['gflops']['median']:.1f} GFLOP/s")
     data = corpus.load(o.config.data, o.config.model.seq_len)
     run = training_speed.bench_train(
-        o.config, np.asarray(data.train), o.train_steps, o.repeats, log, ceiling_gflops=ceiling["gflops"]["median"]
+        o.config, data.train.to_array(), o.train_steps, o.repeats, log, ceiling_gflops=ceiling["gflops"]["median"]
     )
     section = {"ceiling": ceiling, "runs": [run]}
     if o.peer:
@@ -105,7 +106,7 @@ def _train_section(o: Options, log: Callable[[str], None]) -> dict:
 def _scan_section(o: Options, mamba: ml_collections.ConfigDict, previous: list[dict], log) -> list[dict]:
     data = corpus.load(mamba.data, max(o.scan_lengths))
     rows = scan_speed.bench_scan(
-        mamba, np.asarray(data.train), list(o.scan_lengths), list(o.scan_forms), o.repeats, log,
+        mamba, data.train.to_array(), list(o.scan_lengths), list(o.scan_forms), o.repeats, log,
         memory_budget_gb=o.scan_memory_budget_gb,
     )  # fmt: skip
     # Keep the earlier measurements of the (length, form) pairs this run did not cover.
@@ -139,6 +140,7 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "pack": lambda: _pack_section(o, log),
         "scan": lambda: _scan_section(o, configs["mamba_tiny"], previous_scan, log),
         "choices": lambda: choices.bench_choices(o.config, configs, o.repeats, log),
+        "corpus": lambda: _corpus_section(o, log),
         "recipe": lambda: _recipe_section(o, log),
     }
     for name in (s for s in SECTIONS if s in o.only):
@@ -152,3 +154,9 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
 def _pack_section(o: Options, log) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         return pack_speed.bench_pack(o.pack_params_m, o.repeats, folder, log)
+
+
+def _corpus_section(o: Options, log) -> dict:
+    small = corpus.load(o.config.data, o.config.model.seq_len)
+    config_file = str(Path(o.config_dir) / "gpt2_tiny.py")
+    return corpus_speed.bench_corpus(config_file, Path(small.path), o.corpus_gb, o.corpus_steps, o.repeats, log)

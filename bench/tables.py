@@ -13,6 +13,7 @@ def markdown(doc: dict) -> str:
         ("sample", _sampling),
         ("scan", _scan),
         ("choices", _choices),
+        ("corpus", _corpus),
     ):
         if key in doc:
             lines += render(doc[key]) + [""]
@@ -173,3 +174,25 @@ def _choices(rows: list[dict]) -> list[str]:
         if c.get("note"):
             lines.append(f"| | | {c['note']} | |")
     return lines
+
+
+def _corpus(c: dict) -> list[str]:
+    check = c["first_check"]
+    return [
+        "## A large corpus",
+        "",
+        f"gpt2_tiny, {c['steps']} steps, as `launch.train` processes: on a {c['corpus_bytes'] / 1e9:.2f} GB corpus "
+        f"(Tiny Shakespeare repeated) against Tiny Shakespeare, interleaved, {len(c['pairs'])} pairs "
+        "(`python -m launch.benchmark --only=corpus`).",
+        "",
+        "| | large − small | small alone |",
+        "|---|---|---|",
+        f"| peak resident memory (MB) | {_spread(c['rss_extra_mb'], '+,.0f')} | {_spread(c['small_rss_mb'])} |",
+        f"| start to the end of step 1 (s) | {_spread(c['first_step_extra_s'], '+.2f')} | "
+        f"{_spread(c['small_first_step_s'], '.2f')} |",
+        "",
+        f"The first run on the large corpus checked its UTF-8 ({check['mb']:,.0f} MB, just written, so from the page "
+        f"cache) at {check['mb_per_s']:,.0f} MB/s "
+        f"and started its first step {c['first_run']['first_step_s']:.1f} s after launch; later runs found the check "
+        "remembered.",
+    ]

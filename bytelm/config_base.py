@@ -33,9 +33,21 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
 def data_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.corpus = "tiny_shakespeare"  # a known corpus (bytelm.data.download.KNOWN_CORPORA), fetched into `dir`
-    c.file = ""  # an explicit UTF-8 text file; wins over `corpus` when set
+    c.file = ""  # your own corpus: a file, a folder of shards or a glob; wins over `corpus` when set
     c.dir = DEFAULT_DATA_DIR  # where known corpora land
-    c.val_fraction = 0.1  # the last 10% of the bytes is the validation split
+    # 'text' (checked to be UTF-8), 'bytes' (any bytes, unchecked); '' = the known corpus's own, text for `file`
+    c.format = ""
+    # Where passed UTF-8 checks are remembered (by path, size and mtime), so a large corpus is checked
+    # once; '' = check at every start. Never the corpus's folder, which may be read-only.
+    c.check_cache_dir = "data/checks"
+    # Splits by fraction, of each file: [train | val | test], the last 10% of its bytes for validation.
+    c.val_fraction = 0.1
+    c.test_fraction = 0.0
+    # Splits by size, cut from the start of the files' concatenation (0 = by fraction; a known corpus
+    # with a convention, as enwik8's 90M / 5M / 5M, brings its own).
+    c.train_bytes = 0
+    c.val_bytes = 0
+    c.test_bytes = 0
     c.windows = 0  # N > 0: train on a fixed bank of N windows; 0: fresh random windows every step
     c.seed = 0  # seeds window positions; independent of the model's init seed
     c.eval_windows = 512  # validation windows per periodic evaluation (evenly spread; 0 = the whole split)

@@ -34,6 +34,8 @@ _SCAN_BUDGET = flags.DEFINE_float(
     "scan_memory_budget_gb", 14.0, "scan forms that XLA plans above this are compiled, not run (0 = compile only)"
 )
 _CONFIG_DIR = flags.DEFINE_string("config_dir", "configs", "where gpt2_tiny.py and mamba_tiny.py live")
+_CORPUS_GB = flags.DEFINE_float("corpus_gb", 2.0, "size of the corpus section's large corpus (made in a temp folder)")
+_CORPUS_STEPS = flags.DEFINE_integer("corpus_steps", 50, "training steps of each corpus section run")
 
 
 def main() -> None:
@@ -50,6 +52,8 @@ def main() -> None:
         scan_forms=tuple(_SCAN_FORMS.value),
         scan_memory_budget_gb=_SCAN_BUDGET.value,
         config_dir=_CONFIG_DIR.value,
+        corpus_gb=_CORPUS_GB.value,
+        corpus_steps=_CORPUS_STEPS.value,
     )
     options.check()
     # CPU devices before JAX starts; no persistent cache, so that compile times are compile times.

@@ -1,4 +1,4 @@
-"""Fetches known corpora into data/real/text/, verified by size and sha256.
+"""Fetches known corpora into data/real/text/, verified by size and digest.
 
     python -m launch.download_data --tiny_shakespeare
     BYTELM_DATA_MIRROR=../shared/data python -m launch.download_data --tiny_shakespeare

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import CONFIGS, import_transformers, mirror_env, rel_err, run_module
+from conftest import CONFIGS, assert_one_line_error, import_transformers, mirror_env, rel_err, run_module
 
 run = run_module
 
@@ -221,3 +221,12 @@ def test_transformers_loads_the_export_and_agrees_with_bytelm(
     if architecture == "MambaForCausalLM":  # and the command reads the folder (GPT-2's: the same code path)
         flags = ["launch.sample", "--prompt=ROMEO:", f"--generate={new_bytes}", "--temperature=0"]
         assert run([*flags, f"--checkpoint_dir={out}"], workspace).stdout == "ROMEO:" + greedy + "\n"
+
+
+def test_evaluate_scores_a_whole_split_and_names_a_missing_one(workspace, small_run):
+    proc = run(["launch.evaluate", f"--checkpoint_dir={small_run}", "--split=val"], workspace)
+    written = json.loads((workspace / small_run / "eval_val.json").read_text())
+    assert written["split"] == "val" and written["bytes"] == 111_539 and written["windows"] == 1743
+    assert f"loss {written['loss']:.4f} ± {written['loss_stderr']:.4f} nats" in proc.stdout
+    missing = run(["launch.evaluate", f"--checkpoint_dir={small_run}", "--split=test"], workspace, check=False)
+    assert_one_line_error(missing, 2, "the run's corpus has no test split", "data.test_fraction")

@@ -1,11 +1,13 @@
 """The run directory: the files a training run leaves and how to read them back.
 
 DIR/config.json     the resolved config (every field, after overrides)
+DIR/corpus.json     the corpus's files, their sizes and the split sizes, as the run found them
 DIR/params.json     the parameter pack (bytelm.artifacts.param_pack)
 DIR/train_log.json  the training log (bytelm.artifacts.train_log)
 DIR/loss.png        the loss curves (bytelm.reporting.plots)
 DIR/checkpoints/    train-state checkpoints (bytelm.training.checkpoints)
 DIR/report.html     the run's report page, and report.png its screenshot (`launch.inspect`)
+DIR/eval_<split>.json  a whole-split evaluation (`launch.evaluate`)
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from bytelm.atomic_io import atomic_write_json
 from bytelm.errors import RunDirError
 
 CONFIG_FILE = "config.json"
+CORPUS_FILE = "corpus.json"
 PARAMS_FILE = "params.json"
 LOG_FILE = "train_log.json"
 PLOT_FILE = "loss.png"
 CHECKPOINT_DIR = "checkpoints"
 REPORT_FILE = "report.html"
 SCREENSHOT_FILE = "report.png"
-RUN_FILES = (CONFIG_FILE, PARAMS_FILE, LOG_FILE, PLOT_FILE, CHECKPOINT_DIR)
+RUN_FILES = (CONFIG_FILE, CORPUS_FILE, PARAMS_FILE, LOG_FILE, PLOT_FILE, CHECKPOINT_DIR)
 # Fields a resumed run may change: how long to train and how to report it, not what is trained.
 RESUMABLE_FIELDS = (
     "train.steps",
@@ -91,6 +94,26 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
     atomic_write_json(workdir / CONFIG_FILE, config.to_dict())
+
+
+def write_corpus(workdir: Path, manifest: dict) -> None:
+    atomic_write_json(workdir / CORPUS_FILE, manifest)
+
+
+def read_corpus(workdir: Path) -> dict | None:
+    """The corpus manifest the run recorded when it started (None for runs from before there was one)."""
+    try:
+        return json.loads((Path(workdir) / CORPUS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise RunDirError(
+            f"cannot read {Path(workdir) / CORPUS_FILE} ({e}): restore it, or start over with --overwrite"
+        ) from None
+
+
+def eval_file(split: str) -> str:
+    return f"eval_{split}.json"
 
 
 def read_config(run_dir: str | Path) -> ml_collections.ConfigDict:

@@ -13,6 +13,7 @@ Nothing is held between steps, so a run can be resumed at any step and see the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import chex
@@ -73,16 +74,40 @@ def train_starts(n: int, seq_len: int, batch_size: int, step: int, seed: int, ba
     return rng.integers(0, max_start(n, seq_len) + 1, size=batch_size)
 
 
-def eval_starts(n: int, seq_len: int, num_windows: int) -> np.ndarray:
-    """Starts of up to `num_windows` non-overlapping windows spread evenly over `[n]` ids.
+def eval_starts(sizes: int | Sequence[int], seq_len: int, num_windows: int) -> np.ndarray:
+    """Starts of up to `num_windows` non-overlapping windows spread evenly over a split whose pieces
+    (one per file) have `sizes` ids, in the split's positions.
 
-    Windows tile the split with stride `seq_len` (each id is predicted once); when there are more
-    tiles than `num_windows`, an evenly spaced subset is kept, so the set is fixed for a run.
-    `num_windows = 0` keeps every tile. The last tile may be short (padded and masked)."""
-    tiles = np.arange(0, max(n - 1, 1), seq_len)
+    Windows tile each piece with stride `seq_len` (each id is predicted once, and no window crosses
+    into the next piece); when there are more tiles than `num_windows`, an evenly spaced subset is
+    kept, so the set is fixed for a run. `num_windows = 0` keeps every tile. A piece's last tile may
+    be short (padded and masked)."""
+    sizes = [int(sizes)] if np.isscalar(sizes) else [int(n) for n in sizes]
+    offsets = np.cumsum([0, *sizes])
+    tiles = np.concatenate(
+        [at + np.arange(0, max(n - 1, 1), seq_len) for at, n in zip(offsets, sizes, strict=False) if n >= 2]
+        or [np.zeros(0, np.int64)]
+    )
     if num_windows and tiles.size > num_windows:
         tiles = tiles[np.linspace(0, tiles.size - 1, num_windows).round().astype(np.int64)]
     return tiles
+
+
+def sliding_starts(sizes: Sequence[int], seq_len: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows every `stride` ids over each piece, as papers score fixed-window models: (starts
+    `[n]`, first scored position `[n]`). A piece's first window scores all its targets, each later
+    one only its last `stride` (the targets no earlier window scored), so each id is scored once
+    with up to `seq_len - stride` ids of context before it."""
+    starts, first = [], []
+    for at, n in zip(np.cumsum([0, *sizes]), sizes, strict=False):
+        s = 0
+        while n >= 2:
+            starts.append(at + s)
+            first.append(0 if s == 0 else seq_len - stride)
+            if s + seq_len >= n - 1:  # this window reached the piece's last target
+                break
+            s += stride
+    return np.asarray(starts, np.int64), np.asarray(first, np.int64)
 
 
 def assert_batch(batch: Batch, batch_size: int, seq_len: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from pathlib import Path
 
 from bytelm.data import download
@@ -19,13 +21,16 @@ def corpus_facts(data_config: dict) -> str:
     if data_config.get("file"):
         path = Path(data_config["file"])
         if not path.is_file():
+            many = sorted(glob.glob(str(path / "*") if path.is_dir() else str(path)))
+            if many:  # a folder of shards or a glob: their count and total size
+                return f"`{path}`, {len(many)} files, {sum(os.path.getsize(p) for p in many):,} bytes"
             return f"`{path}` (not on the exporting machine: size and sha256 unknown)"
         size, digest = download.file_digest(path)
         return f"`{path.name}`, {size:,} bytes, sha256 `{digest}`"
     known = download.KNOWN_CORPORA.get(data_config.get("corpus", ""))
     if known is None:
         return f"`{data_config.get('corpus')}`"
-    return f"{known.name}, {known.size:,} bytes, sha256 `{known.sha256}`"
+    return f"{known.name}, {known.size:,} bytes, {known.algorithm} `{known.hexdigest}`"
 
 
 def model_card(config: dict, summary: dict, architecture: str, max_new_tokens: int) -> str:

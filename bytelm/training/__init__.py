@@ -3,6 +3,7 @@
 optimizer    AdamW and its warm-up + cosine schedule
 step         the train state, the masked loss, the jitted train and eval steps, batch placement
 evaluation   validation loss over a fixed window set with its standard error; the probe
+split_eval   a trained run scored on a whole split (or a file), as `launch.evaluate` reports it
 checks       cross-field checks of the config
 workdir      a fresh run, or the checkpoint to resume from
 checkpoints  orbax train-state checkpoints: save, find the latest, restore onto any mesh

@@ -18,12 +18,18 @@ EVAL_IN_FLIGHT = 1
 
 
 def evaluate(
-    eval_step, params, make: Callable[[np.ndarray], batches.Batch], starts: np.ndarray, batch_size: int
+    eval_step,
+    params,
+    make: Callable[[np.ndarray], batches.Batch],
+    starts: np.ndarray,
+    batch_size: int,
+    on_windows: Callable[[int], None] | None = None,
 ) -> dict:
     """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error.
 
-    `make` is a `step.batch_maker` for the validation split at `batch_size`. Returns `val_loss`,
-    `val_bpb` (bits per byte), `val_loss_stderr` (over windows), `windows` and `tokens`."""
+    `make` is a `step.batch_maker` for the validation split at `batch_size`; `on_windows(n)` hears
+    of each batch of `n` windows read back (a progress bar). Returns `val_loss`, `val_bpb` (bits per
+    byte), `val_loss_stderr` (over windows), `windows` and `tokens`."""
     sums, counts, in_flight = [], [], collections.deque()
 
     def collect() -> None:
@@ -31,6 +37,8 @@ def evaluate(
         s, c = mesh.to_host(out)
         sums.append(s[:n])
         counts.append(c[:n])
+        if on_windows is not None:
+            on_windows(n)
 
     for i in range(0, starts.size, batch_size):
         chunk = starts[i : i + batch_size]

@@ -65,7 +65,7 @@ class Job:
     def eval_starts(self, final: bool) -> np.ndarray:
         """The validation windows: `data.eval_windows` of them, or `final_eval_windows` after the last step."""
         n = self.config.data.final_eval_windows if final else self.config.data.eval_windows
-        return batches.eval_starts(self.data.val.size, self.config.model.seq_len, n)
+        return batches.eval_starts(self.data.val.piece_sizes, self.config.model.seq_len, n)
 
 
 def train_and_evaluate(
@@ -129,8 +129,11 @@ def _open(config, path: Path, overwrite: bool, lead: bool) -> tuple[int | None, 
         processes.sync("workdir prepared")
         resume_step = resume_step if lead else workdir.open_workdir(config, path, False, lead)
     workdir.check_not_complete(path, resume_step, config.train.steps)
+    if resume_step is not None:
+        corpus.check_unchanged(run_dir.read_corpus(path), data)  # its windows depend on the bytes
     if lead:
         run_dir.write_config(path, config)
+        run_dir.write_corpus(path, data.manifest())
     return resume_step, data
 
 
@@ -155,6 +158,10 @@ def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
         bank, jax.jit(model.apply), lead, jax.process_count(),
     )  # fmt: skip
     out(_describe(job, models.count_params(params)))
+    if data.checks:
+        mb, s = sum(c["bytes"] for c in data.checks) / 1e6, sum(c["seconds"] for c in data.checks)
+        kept = " (remembered for the next run)" if config.data.check_cache_dir else ""
+        out(f"checked the corpus is UTF-8: {mb:,.1f} MB at {mb / max(s, 1e-9):,.0f} MB/s{kept}")
     return job, params, state, shardings
 
 
@@ -163,8 +170,11 @@ def _describe(job: Job, n_params: int) -> str:
     c, data, m = job.config, job.data, job.device_mesh
     b, seq_len = c.train.batch_size, c.model.seq_len
     return (
-        f"{c.name}: {job.model.__class__.__name__}, {n_params:,} parameters; corpus {data.path} "
-        f"({data.train.size:,} train + {data.val.size:,} val bytes); windows [{b}, {seq_len + 1}] "
+        f"{c.name}: {job.model.__class__.__name__}, {n_params:,} parameters; corpus {data.path}"
+        + (f" ({len(data.files)} files)" if len(data.files) > 1 else "")
+        + f" ({data.train.size:,} train + {data.val.size:,} val"
+        + (f" + {data.test.size:,} test" if data.test.size else "")
+        + f" bytes); windows [{b}, {seq_len + 1}] "
         f"→ x, y one-hot [{b}, {seq_len}, 256] float32"
         + (f"; each batch split over {m.size} devices" if m.size > 1 else "")
         + (f" in {job.processes} processes" if job.processes > 1 else "")
