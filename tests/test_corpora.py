@@ -14,7 +14,7 @@ import pytest
 
 from bytelm.artifacts import param_pack, run_dir
 from bytelm.data import corpus
-from bytelm.errors import Stopped
+from bytelm.errors import ConfigError, Stopped
 from bytelm.training import split_eval, step
 from bytelm.training.loop import train_and_evaluate
 from conftest import REPO, mirror_env, tiny_config
@@ -78,6 +78,14 @@ def test_fifty_shards_train_stop_resume_to_the_same_bits_and_score_their_test_sp
     # Sliding windows score every byte once too, each with more context.
     slid = split_eval.evaluate_run(whole, "test", stride=4, out=lambda s: None)
     assert slid["tokens_scored"] == test["tokens_scored"] == SHARDS * 199
+    with pytest.raises(ConfigError, match=r"--stride must lie in \(0, seq_len = 16\]"):
+        split_eval.evaluate_run(whole, "test", stride=17, out=lambda s: None)
+
+
+def test_a_run_without_a_test_split_says_how_to_give_it_one(tiny_shakespeare, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config(tiny_shakespeare).to_dict()))
+    with pytest.raises(ConfigError, match="the run's corpus has no test split: give it one .*data.test_fraction"):
+        split_eval.evaluate_run(tmp_path, "test", out=lambda s: None)
 
 
 def test_a_resumed_run_notices_a_shard_that_changed_and_writes_nothing(shards, tmp_path):
