@@ -4,10 +4,11 @@
     python -m launch.evaluate --checkpoint_dir=runs/enwik8 --split=test --stride=32
     python -m launch.evaluate --checkpoint_dir=runs/gpt2_tiny --file=other.txt
 
-Prints and writes to the run directory (eval_<split>.json, or eval_file.json) the loss in nats and
-bits per byte over every byte of the split, its standard error over windows, and the window set:
-non-overlapping windows of the run's seq_len, or with --stride=S windows every S bytes that score
-only their last S bytes (more context per byte, seq_len / S times the work).
+Prints and writes to the run directory (eval_<split>.json, eval_<split>_stride<S>.json, or
+eval_file.json) the loss in nats and bits per byte over every byte of the split, its standard error
+over windows, and the window set: non-overlapping windows of the run's seq_len, or with --stride=S
+windows every S bytes that score only their last S bytes (more context per byte, seq_len / S times
+the work).
 """
 
 from absl import flags

@@ -78,6 +78,7 @@ def test_fifty_shards_train_stop_resume_to_the_same_bits_and_score_their_test_sp
     # Sliding windows score every byte once too, each with more context.
     slid = split_eval.evaluate_run(whole, "test", stride=4, out=lambda s: None)
     assert slid["tokens_scored"] == test["tokens_scored"] == SHARDS * 199
+    assert json.loads((whole / "eval_test_stride4.json").read_text()) == slid
     with pytest.raises(ConfigError, match=r"--stride must lie in \(0, seq_len = 16\]"):
         split_eval.evaluate_run(whole, "test", stride=17, out=lambda s: None)
 

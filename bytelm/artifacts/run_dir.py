@@ -7,7 +7,7 @@ DIR/train_log.json  the training log (bytelm.artifacts.train_log)
 DIR/loss.png        the loss curves (bytelm.reporting.plots)
 DIR/checkpoints/    train-state checkpoints (bytelm.training.checkpoints)
 DIR/report.html     the run's report page, and report.png its screenshot (`launch.inspect`)
-DIR/eval_<split>.json  a whole-split evaluation (`launch.evaluate`)
+DIR/eval_<split>.json  a whole-split evaluation (`launch.evaluate`; eval_<split>_stride<S>.json with --stride)
 """
 
 from __future__ import annotations
@@ -112,8 +112,9 @@ def read_corpus(workdir: Path) -> dict | None:
         ) from None
 
 
-def eval_file(split: str) -> str:
-    return f"eval_{split}.json"
+def eval_file(split: str, stride: int = 0) -> str:
+    """Where `launch.evaluate` writes its result: one file per split and window set."""
+    return f"eval_{split}" + (f"_stride{stride}" if stride else "") + ".json"
 
 
 def read_config(run_dir: str | Path) -> ml_collections.ConfigDict:

@@ -62,7 +62,8 @@ def evaluate_run(
     out: Callable[[str], None] = print,
 ) -> dict:
     """Scores the run in `checkpoint_dir` on `split` of its corpus (or on all of `file`), writes
-    `eval_<split>.json` (or `eval_file.json`) in it and returns what it wrote."""
+    `eval_<split>.json` (or `eval_file.json`; `_stride<S>` before `.json` with sliding windows) in
+    it and returns what it wrote."""
     path = Path(checkpoint_dir)
     config = run_dir.read_config(path)
     if split not in SPLIT_NAMES:
@@ -92,12 +93,13 @@ def evaluate_run(
         ev = evaluation.evaluate(eval_step, params, make, starts, b, on_windows=advance)
     result = _result(ev, "file" if file else split, source, ids, described, stride, seq_len)
     result["seconds"] = time.perf_counter() - t0
+    written = path / run_dir.eval_file(result["split"], stride if first is not None else 0)
     if jax.process_index() == 0:
-        atomic_write_json(path / run_dir.eval_file(result["split"]), result)
+        atomic_write_json(written, result)
     out(
         f"{result['split']} ({result['bytes']:,} bytes, {result['windows']:,} {described}): loss "
         f"{result['loss']:.4f} ± {result['loss_stderr']:.4f} nats ({result['bpb']:.4f} bits/byte) "
-        f"→ {path / run_dir.eval_file(result['split'])}"
+        f"→ {written}"
     )
     return result
 
