@@ -216,3 +216,14 @@ def test_an_empty_shard_and_a_changed_file_are_named(tmp_path):
     files[1].unlink()
     with pytest.raises(CorpusError, match=f"corpus file {files[1]} is gone since this run started"):
         corpus.check_unchanged(recorded, load(tmp_path / "s"))
+
+
+def test_a_run_from_before_the_new_data_fields_still_resumes(tmp_path):
+    from bytelm.artifacts import run_dir
+
+    current = tiny_config(tmp_path / "c.txt").to_dict()
+    saved = {**current, "data": {k: v for k, v in current["data"].items() if k not in (
+        "format", "check_cache_dir", "test_fraction", "train_bytes", "val_bytes", "test_bytes")}}  # fmt: skip
+    assert run_dir.config_differences(saved, current) == []
+    changed = {**current, "data": {**current["data"], "test_fraction": 0.1}}
+    assert run_dir.config_differences(saved, changed) == ["data.test_fraction: 0.0 → 0.1"]

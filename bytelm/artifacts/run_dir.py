@@ -43,9 +43,16 @@ RESUMABLE_FIELDS = (
     "train.resume",
     "data.eval_windows",
     "data.final_eval_windows",
+    "data.check_cache_dir",
     "runtime.*",
     "sample.*",
 )
+
+
+# Fields added after runs were made, each with the value that does what those runs did: a saved
+# config without one reads as having it, so that an older run still resumes.
+ADDED_FIELDS = {"data.format": "", "data.test_fraction": 0.0, "data.train_bytes": 0, "data.val_bytes": 0,
+                "data.test_bytes": 0}  # fmt: skip
 
 
 def prepare(workdir: str | Path, overwrite: bool) -> Path:
@@ -82,8 +89,8 @@ def _resumable(field: str) -> bool:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """`field: saved → current` for every field outside `RESUMABLE_FIELDS` that differs (or is in only
-    one of the two), sorted by field."""
-    a, b = _flat(saved), _flat(current)
+    one of the two; `ADDED_FIELDS` missing from `saved` read as their old behaviour), sorted by field."""
+    a, b = {**ADDED_FIELDS, **_flat(saved)}, _flat(current)
     show = lambda flat, k: repr(flat[k]) if k in flat else "(absent)"
     return [
         f"{k}: {show(a, k)} → {show(b, k)}"
