@@ -69,23 +69,6 @@ def test_tutorial_command_learns_then_samples_the_same_text_twice(workspace, gpt
     assert first.stdout.rstrip("\n") in train.stdout
 
 
-@pytest.mark.slow
-def test_tiny_runtime_check_runs_as_written(workspace):
-    proc = run(
-        [
-            "launch.train",
-            f"--config={CONFIGS}/gpt2_tiny.py",
-            "--config.train.steps=1",
-            "--config.data.windows=1",
-            "--config.sample.generate=0",
-            "--workdir=runs/check",
-        ],
-        workspace,
-        env=mirror_env(optimized=True),  # two evaluations of 512 windows: long enough to feel it
-    )
-    assert "summary: 834,304 params, 1 steps" in proc.stdout
-
-
 def test_interactive_prompt_loop(workspace, small_run):
     proc = run(
         ["launch.sample", f"--checkpoint_dir={small_run}", "--interactive", "--generate=5"],

@@ -162,3 +162,15 @@ def test_init_params_starts_from_a_pack(tiny_run, tmp_path):
     first_eval = json.loads((tmp_path / "train_log.json").read_text())["evaluations"][0]["val_loss"]
     trained = json.loads((workdir / "train_log.json").read_text())["evaluations"][-1]["val_loss"]
     assert first_eval == pytest.approx(trained, rel=1e-6)
+
+
+def test_a_bank_of_one_window_trains_on_that_window_at_every_step(tiny_shakespeare, tmp_path):
+    # The benchmark's runtime check (data.windows=1); it was a whole gpt2_tiny CLI run here, which
+    # the tutorial's run covers.
+    cfg = tiny_config(tiny_shakespeare, data__windows=1, train__steps=3, train__log_every=1)
+    summary = train_and_evaluate(cfg, tmp_path, out=lambda s: None)
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert summary["steps"] == 3 and [r["step"] for r in log["records"]] == [1, 2, 3]
+    bank = batches.window_bank(1_003_855, cfg.model.seq_len, 1, cfg.data.seed)
+    starts = {int(s) for n in range(3) for s in batches.train_starts(0, cfg.model.seq_len, 4, n, cfg.data.seed, bank)}
+    assert starts == {int(bank[0])}
