@@ -95,7 +95,7 @@ def test_sampling_compiles_into_the_runs_compilation_cache(workspace, small_run,
 @pytest.fixture(scope="module")
 def mamba_tiny_run(workspace):
     """mamba_tiny itself (its parameters are the same at any window) trained 60 steps on windows of
-    64 bytes, through the same command as GPT-2; returns the run's folder."""
+    32 bytes, through the same command as GPT-2; returns the run's folder."""
     run(
         [
             "launch.train",
@@ -103,7 +103,7 @@ def mamba_tiny_run(workspace):
             "--workdir=runs/mamba",
             "--config.train.steps=60",
             "--config.train.eval_every=30",
-            "--config.model.seq_len=64",
+            "--config.model.seq_len=32",
             "--config.data.eval_windows=64",
             "--config.data.final_eval_windows=128",
             "--config.sample.generate=0",
@@ -119,7 +119,7 @@ def test_mamba_learns_and_samples_through_the_same_commands(workspace, mamba_tin
     log = json.loads((workspace / "runs/mamba/train_log.json").read_text())
     evaluations = [e["val_loss"] for e in log["evaluations"]]
     assert evaluations[0] > 5.0
-    assert evaluations[-1] < 3.0, f"60 steps should bring mamba_tiny below 3.0 nats (2.83 after 50), got {evaluations}"
+    assert evaluations[-1] < 3.0, f"60 steps should bring mamba_tiny below 3.0 nats (2.61 measured), got {evaluations}"
     flags = ["launch.sample", "--checkpoint_dir=runs/mamba", "--prompt=ROMEO:", "--generate=300", "--seed=3"]
     first, second = run(flags, workspace), run(flags, workspace)
     assert first.stdout == second.stdout and first.stdout.startswith("ROMEO:")
