@@ -147,10 +147,9 @@ def wanted_sizes(data_config) -> tuple[int, int, int] | None:
     return None
 
 
-def split_counts(data_config, sizes: list[int]) -> list[tuple[int, int, int]]:
-    """Per file, its (train, val, test) bytes: the fixed sizes (`wanted_sizes`) cut from the files'
-    concatenation, else the fractions of each file."""
-    wanted = wanted_sizes(data_config)
+def split_counts(data_config, sizes: list[int], wanted: tuple[int, int, int] | None) -> list[tuple[int, int, int]]:
+    """Per file, its (train, val, test) bytes: the fixed sizes `wanted` (from `wanted_sizes`) cut
+    from the files' concatenation, or with None the fractions of each file."""
     if wanted is None:
         return splits.by_fractions(sizes, data_config.val_fraction, data_config.get("test_fraction", 0.0))
     if sum(wanted) > sum(sizes):
@@ -163,32 +162,35 @@ def split_counts(data_config, sizes: list[int]) -> list[tuple[int, int, int]]:
 
 def load(data_config, seq_len: int) -> Corpus:
     """Maps, checks and splits the configured corpus for windows of `seq_len + 1` bytes."""
-    wanted_sizes(data_config)  # a config mistake is found before any file is touched
-    is_text(data_config)
-    source, files = resolve_files(data_config)
-    maps = [(path, *map_file(path)) for path in files]
+    wanted, text = wanted_sizes(data_config), is_text(data_config)  # config mistakes before any file
+    source, files, maps = _mapped(data_config, seq_len)
     sizes = [data.size for _, data, _ in maps]
-    counts = split_counts(data_config, sizes)
-    _check_length(source, sum(sizes), seq_len)
+    counts = split_counts(data_config, sizes, wanted)
     parts = splits.make_splits(maps, counts)
     _check_sizes(source, sum(sizes), parts, testing=bool(sum(c[2] for c in counts)))
-    checks = check_text(data_config, files)
+    checks = check_text(data_config, files) if text else ()
     return Corpus(source, tuple(files), tuple(sizes), parts["train"], parts["val"], parts["test"], checks)
 
 
 def load_all(data_config, seq_len: int) -> splits.Split:
     """Every byte of the configured corpus as one split (`launch.evaluate --file`), mapped and checked."""
-    source, files = resolve_files(data_config)
-    maps = [(path, *map_file(path)) for path in files]
-    _check_length(source, sum(data.size for _, data, _ in maps), seq_len)
-    check_text(data_config, files)
+    text = is_text(data_config)
+    _, files, maps = _mapped(data_config, seq_len)
+    if text:
+        check_text(data_config, files)
     return splits.Split("file", [splits.Piece(path, data, mm, 0, data.size) for path, data, mm in maps])
 
 
+def _mapped(data_config, seq_len: int) -> tuple[str, list[Path], list[tuple[Path, np.ndarray, mmap.mmap]]]:
+    """(what the config named, its files, each file's (path, bytes, map)), long enough for a window."""
+    source, files = resolve_files(data_config)
+    maps = [(path, *map_file(path)) for path in files]
+    _check_length(source, sum(data.size for _, data, _ in maps), seq_len)
+    return source, files, maps
+
+
 def check_text(data_config, files: list[Path]) -> tuple[dict, ...]:
-    """For a text corpus, each file's UTF-8 check (`bytelm.data.utf8`); what the checks that ran measured."""
-    if not is_text(data_config):
-        return ()
+    """Each file's UTF-8 check (`bytelm.data.utf8`); what the checks that ran measured."""
     measured = []
     for path in files:
         try:
