@@ -11,7 +11,7 @@ endif
 DEMO_DIR ?= runs/demo
 DEMO_STEPS ?= 500
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean gpu-check speedrun
 
 venv: $(STAMP)
 
@@ -33,6 +33,17 @@ demo: $(STAMP)
 # keeps that order).
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+
+# On a GPU machine: the GPU-only tests and gpt2_small's bfloat16 benchmark, into gpu_check/gpu_check.json
+# (bench/gpu_check.sh; it uses the Python and JAX it finds: PYTHON=... to choose).
+gpu-check:
+	bash bench/gpu_check.sh gpu_check
+
+# Time to quality against real nanoGPT (about half an hour): NANOGPT_DIR is your nanoGPT checkout.
+NANOGPT_DIR ?= ../nanoGPT
+speedrun: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m launch.benchmark --only=speedrun --peer=nanogpt --nanogpt_dir=$(NANOGPT_DIR)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -106,7 +106,9 @@ def train(model: GPT, train_ids: np.ndarray, a: argparse.Namespace) -> tuple[lis
         {"params": [q for q in params if q.dim() >= 2], "weight_decay": a.weight_decay},
         {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.beta1, a.beta2))
+    # foreach: one multi-tensor kernel per step instead of a Python loop over the 52 tensors (torch picks
+    # foreach by itself only for CUDA tensors).
+    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(a.beta1, a.beta2), foreach=True)
     step_s: list[float] = []
     for step in range(a.steps):
         t0 = time.perf_counter()

@@ -14,14 +14,25 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from bench import choices, corpus_speed, pack_speed, peers, sampling_speed, scan_speed, tables, training_speed
+from bench import (
+    choices,
+    corpus_speed,
+    nanogpt_real,
+    pack_speed,
+    peers,
+    sampling_speed,
+    scan_speed,
+    speedrun,
+    tables,
+    training_speed,
+)
 from bench.measure import matmul_ceiling_gflops
 from bytelm.atomic_io import atomic_write_json, atomic_write_text
 from bytelm.config_base import load_config_file
 from bytelm.data import corpus
 from bytelm.errors import UsageError
 
-SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus", "recipe")
+SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus", "recipe", "speedrun")
 DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus")
 
 
@@ -43,6 +54,11 @@ class Options:
     config_dir: str = "configs"
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
+    nanogpt_dir: str = ""  # a nanoGPT checkout, for --peer=nanogpt
+    nanogpt_iters: int = 2000  # its README's CPU recipe
+    speedrun_seeds: int = 2  # rounds of the speedrun section, one seed each
+    ablation_seeds: int = 2  # seeds of each ablation row
+    throughput_steps: int = 600  # steps of the speedrun section's gpt2_tiny and torch-peer throughput runs
 
     def check(self) -> None:
         unknown = set(self.only) - set(SECTIONS)
@@ -50,6 +66,13 @@ class Options:
             raise UsageError(
                 f"unknown benchmark section {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}"
             )
+        if self.peer == "nanogpt" and "speedrun" not in self.only:
+            raise UsageError("--peer=nanogpt is the speedrun section's peer: add --only=speedrun (or use --peer=torch)")
+        if self.peer == "torch" and self.only == ("speedrun",):
+            raise UsageError("the speedrun section's peer is real nanoGPT: pass --peer=nanogpt --nanogpt_dir=PATH")
+        if self.peer == "nanogpt":
+            nanogpt_real.check_checkout(self.nanogpt_dir)
+            nanogpt_real.check_modules()
         if self.repeats < 1 or self.train_steps < 1:
             raise UsageError(f"--repeats and --train_steps must be at least 1, got {self.repeats}, {self.train_steps}")
 
@@ -142,11 +165,14 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "choices": lambda: choices.bench_choices(o.config, configs, o.repeats, log),
         "corpus": lambda: _corpus_section(o, log),
         "recipe": lambda: _recipe_section(o, log),
+        "speedrun": lambda: speedrun.bench_speedrun(o, log),
     }
     for name in (s for s in SECTIONS if s in o.only):
         doc[name] = sections[name]()
         atomic_write_json(o.out, doc)  # after each section: a later failure keeps what was measured
     if o.markdown:
+        if "speedrun" in doc:  # the curves' chart sits beside the page
+            atomic_write_text(Path(o.markdown).with_name(tables.SPEEDRUN_CHART), tables.speedrun_chart(doc["speedrun"]))
         atomic_write_text(Path(o.markdown), tables.markdown(doc))
     print(f"wrote {o.out}" + (f" and {o.markdown}" if o.markdown else ""))
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from bytelm.reporting import charts
+
+SPEEDRUN_CHART = "BENCHMARKS_speedrun.svg"  # beside BENCHMARKS.md
+
 
 def markdown(doc: dict) -> str:
     """The whole page; sections the JSON lacks are left out."""
@@ -9,6 +13,7 @@ def markdown(doc: dict) -> str:
     for key, render in (
         ("train", _training),
         ("recipe", _recipe),
+        ("speedrun", _speedrun),
         ("pack", _pack),
         ("sample", _sampling),
         ("scan", _scan),
@@ -196,3 +201,107 @@ def _corpus(c: dict) -> list[str]:
         f"and started its first step {c['first_run']['first_step_s']:.1f} s after launch; later runs found the check "
         "remembered.",
     ]
+
+
+def _fmt_s(v) -> str:
+    return "not reached" if v is None else f"{v:.1f} s"
+
+
+def _speedrun(sec: dict) -> list[str]:
+    sm, rounds = sec["summary"], sec["rounds"]
+    lines = [
+        "## Time to quality",
+        "",
+        f"`python -m launch.benchmark --only=speedrun --peer=nanogpt --nanogpt_dir=PATH`: configs/gpt2_speedrun.py "
+        f"against real nanoGPT's 2000-iteration CPU recipe, whole processes in interleaved rounds (one seed each). "
+        f"Ours starts from the persistent compilation cache its first run filled (that cold first run is "
+        f"reported below the table). Target {sec['target']} nats/byte; ours is scored on the whole validation "
+        "split once at the end, nanoGPT's figure is its own log's (20 random batches).",
+        "",
+        "| round | nanoGPT wall | nanoGPT val (its last evaluation) | speedrun wall | speedrun val (whole split) "
+        "| ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rounds:
+        ng, sr = r.get("nanogpt"), r["speedrun"]
+        ratio = f"{sr['wall_s'] / ng['wall_s']:.2f}" if ng else "—"
+        lines.append(f"| seed {r['seed']} | {ng['wall_s']:.1f} s |" if ng else f"| seed {r['seed']} | — |")
+        lines[-1] += (f" {ng['final_val_loss']:.4f} |" if ng else " — |") + (
+            f" {sr['wall_s']:.1f} s | {sr['final_val_loss']:.4f} | {ratio} |"
+        )
+    if "wall_ratio" in sm:
+        w, t, p = sm["wall_ratio"], sm["tiny_speed_ratio"], sm["torch_speed_ratio"]
+        lines += [
+            "",
+            f"Speedrun wall / nanoGPT wall: **{_spread(w, '.2f')}**; every seed at or below the target: "
+            f"{'yes' if sm['all_reached'] else 'no'}." + (_cold(rounds[0], sm) if sm.get("cold_wall_ratio") else ""),
+            f"Throughput against real nanoGPT in the same rounds (tokens/s, training steps): gpt2_tiny "
+            f"{_spread(t, '.2f')}×, the torch peer (bench/nanogpt_torch.py) {_spread(p, '.2f')}×.",
+            "",
+            "The torch peer is bytelm's GPT-2 written in PyTorch, not nanoGPT's recipe: it has GPT-2's biases "
+            "(52 parameter tensors to nanoGPT's 27 with `bias=False`), a 256-byte vocabulary (nanoGPT's "
+            "Shakespeare vocabulary is 65 characters, so its embedding and head are a quarter the size), a "
+            "masked loss, bytelm's windows and schedule, and foreach AdamW (nanoGPT's AdamW is fused on CUDA only, "
+            "so on a CPU it runs torch's per-tensor loop); both run eager. "
+            "Its ratio above is what those differences cost together.",
+        ]
+    lines += ["", f"![validation loss against wall time]({SPEEDRUN_CHART})", ""] + _ablation(sec)
+    return lines
+
+
+def _cold(first: dict, sm: dict) -> str:
+    c = first["speedrun_cold"]
+    return (
+        f" The first, cold run (compiling everything, {c['first_step_s']:.1f} s to its first step): wall "
+        f"{c['wall_s']:.1f} s, val {c['final_val_loss']:.4f}, {sm['cold_wall_ratio']:.2f}× nanoGPT's wall."
+    )
+
+
+def _ablation(sec: dict) -> list[str]:
+    by_lever: dict[str, list[dict]] = {}
+    for row in sec["ablation"]:
+        by_lever.setdefault(row["lever"], []).append(row)
+    base = by_lever.pop("none", None) or [r["speedrun"] for r in sec["rounds"]]
+    lines = [
+        "### Ablation: each lever removed from the speedrun alone (and the two it leaves out added)",
+        "",
+        "Same steps and budget, every run compiling from cold; final whole-split validation loss (mean over "
+        "seeds, [min–max]), its difference from the speedrun's, the mean wall time, and how many seeds reached "
+        "the target.",
+        "",
+        "| lever | change | val loss | Δ val vs speedrun | wall | reached |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    base_val = sum(r["final_val_loss"] for r in base) / len(base)
+    lines.append(_ablation_row("the speedrun", "", base, base_val))
+    for lever, rows in by_lever.items():
+        lines.append(
+            _ablation_row(lever, ", ".join(f"{k}={v}" for k, v in rows[0]["overrides"].items()), rows, base_val)
+        )
+    return lines
+
+
+def _ablation_row(name: str, change: str, rows: list[dict], base_val: float) -> str:
+    vals = [r["final_val_loss"] for r in rows]
+    mean = sum(vals) / len(vals)
+    wall = sum(r["wall_s"] for r in rows) / len(rows)
+    reached = sum(r["final_val_loss"] <= 1.88 for r in rows)
+    spread = f" [{min(vals):.4f}–{max(vals):.4f}]" if len(vals) > 1 else ""
+    return (
+        f"| {name} | {change or '—'} | {mean:.4f}{spread} (n={len(vals)}) | {mean - base_val:+.4f} | {wall:.1f} s "
+        f"| {reached} of {len(rows)} |"
+    )
+
+
+def speedrun_chart(sec: dict) -> str:
+    """The validation curves against wall time: nanoGPT's and the speedrun's, seed 0's round."""
+    first = sec["rounds"][0]
+    series = []
+    for key, name, color in (
+        ("nanogpt", "nanoGPT (its 20-batch estimates)", "#888888"),
+        ("speedrun", "gpt2_speedrun", "#1f77b4"),
+    ):
+        if key in first:
+            curve = first[key]["curve"]
+            series.append(charts.Series(name, color, [p["t_s"] for p in curve], [p["val_loss"] for p in curve]))
+    return charts.line_chart(series, "validation loss against wall time (s)", 720, 300, x_label="wall time (s)")

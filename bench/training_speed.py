@@ -27,9 +27,9 @@ def compile_train_step(
     `batch` (`lower().compile()`), a fresh state for it, and `{compile_s, memory_mb}`. With
     `device_mesh` the state is laid out on it."""
     model = model or models.build(config.model, **(kernels or {}))
-    opt = optimizer.make_optimizer(config.train)
-    params = models.init_variables(model, jax.random.key(config.train.seed))
     device_mesh = device_mesh or mesh.make_mesh("data=1", jax.devices()[:1])
+    opt = optimizer.make_optimizer(config.train, device_mesh)
+    params = models.init_variables(model, jax.random.key(config.train.seed))
     state, shardings = step.place_state(params, opt, device_mesh, config.runtime.fsdp_min_size)
     tc = config.train
     train_step, _ = step.make_steps(

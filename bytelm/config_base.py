@@ -17,6 +17,19 @@ import ml_collections
 from bytelm.data.download import DEFAULT_DATA_DIR
 from bytelm.errors import ConfigError
 
+# GPT-2's architecture options (bytelm.models.transformer.ARCHITECTURE_DEFAULTS, which tests/test_transformer.py
+# checks these against): written out here because a config loads before JAX is imported.
+GPT2_ARCHITECTURE = {
+    "positions": "learned",
+    "rope_base": 10000.0,
+    "norm": "layernorm",
+    "activation": "gelu",
+    "qk_norm": False,
+    "biases": True,
+    "tied_head": True,
+    "zero_init": False,
+}
+
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     """`get_config()` of the config file at `path`, loaded by path (as `--config=` does), without
@@ -28,6 +41,18 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+def gpt2_architecture(**options) -> dict:
+    """GPT-2's architecture options (`bytelm.models.transformer`: positions, norm, activation, qk_norm,
+    biases, tied_head, zero_init, rope_base), with `options` changed, for `config.model.update(...)`.
+    The defaults are GPT-2 exactly; a config that changes one cannot be exported to transformers."""
+    unknown = set(options) - set(GPT2_ARCHITECTURE)
+    if unknown:
+        raise ConfigError(
+            f"unknown GPT-2 option {', '.join(sorted(unknown))}: choose from {', '.join(GPT2_ARCHITECTURE)}"
+        )
+    return {**GPT2_ARCHITECTURE, **options}
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -62,11 +87,17 @@ def train_config() -> ml_collections.ConfigDict:
     c.steps = 2000
     c.batch_size = 12
     c.lr = 1e-3  # peak learning rate, reached after `warmup_steps`
-    c.min_lr = 1e-4  # cosine decay ends here at `steps`
+    c.min_lr = 1e-4  # the schedule's decay ends here at `steps`
     c.warmup_steps = 100
     c.beta1 = 0.9
     c.beta2 = 0.99
-    c.weight_decay = 0.1  # AdamW decay, applied to matrices (ndim >= 2) only
+    c.weight_decay = 0.1  # decoupled decay, applied to matrices (ndim >= 2) only (muon: to its matrices only)
+    c.optimizer = "adamw"  # 'adamw', or 'muon': Muon on the hidden matrices, AdamW on the rest (training/optimizer.py)
+    c.muon_lr = 0.02  # Muon's peak learning rate (its leaves follow the schedule's shape)
+    c.muon_beta = 0.95  # Muon's momentum
+    c.muon_ns_steps = 5  # Newton-Schulz iterations per update (each is three matmuls per hidden matrix)
+    c.schedule = "cosine"  # 'cosine' (warm-up, cosine to min_lr) or 'wsd' (warm-up, stable, linear decay to min_lr)
+    c.decay_fraction = 0.2  # wsd: the last fraction of the steps decays
     c.grad_clip = 1.0  # global-norm clipping; 0 = off
     c.seed = 0  # seeds the parameter init
     c.init_params = ""  # weights to start from instead of a fresh init: a pack (params.json) or a launch.export folder

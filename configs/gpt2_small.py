@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.head_dim = 64  # width = num_heads × head_dim = 768
     config.model.ffn_hidden = 3072
     config.model.seq_len = 1024
+    config.model.update(config_base.gpt2_architecture())  # GPT-2 exactly: learned positions, LayerNorm, GELU, …
 
     config.data = config_base.data_config()
     config.data.eval_windows = 64  # 64 × 1024 bytes per periodic evaluation

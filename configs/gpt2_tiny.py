@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.head_dim = 32  # width = num_heads × head_dim = 128
     config.model.ffn_hidden = 512
     config.model.seq_len = 64
+    config.model.update(config_base.gpt2_architecture())  # GPT-2 exactly: learned positions, LayerNorm, GELU, …
 
     config.data = config_base.data_config()
     config.train = config_base.train_config()

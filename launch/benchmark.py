@@ -7,7 +7,10 @@ Memory is XLA's plan for the compiled step (arguments, outputs and temporaries),
 `--peer=torch` also trains the same GPT-2 in PyTorch eager (bench/nanogpt_torch.py, extra `bench`)
 in the same run, and reports the ratio. `--only=recipe` (not in the default set: it trains the whole
 recipe) runs the full training recipe of `--config` and, with the peer, PyTorch's, side by side.
-`choices` measures the defaults that the code's comments point to (BENCHMARKS.md, Choices).
+`--only=speedrun --peer=nanogpt --nanogpt_dir=PATH` (not in the default set: about half an hour)
+runs configs/gpt2_speedrun.py against real nanoGPT's CPU recipe, whole processes, and the ablation
+of its levers (bench/speedrun.py). `choices` measures the defaults that the code's comments point to
+(BENCHMARKS.md, Choices).
 """
 
 from absl import flags
@@ -20,7 +23,17 @@ _ONLY = flags.DEFINE_list("only", list(run.DEFAULT_SECTIONS), f"sections to run:
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/gpt2_tiny.py", "the config the train and recipe sections train", lock_config=True
 )
-_PEER = flags.DEFINE_enum("peer", "", ["", "torch"], "also train the same GPT-2 with this peer, side by side")
+_PEER = flags.DEFINE_enum(
+    "peer", "", ["", "torch", "nanogpt"],
+    "torch: the same GPT-2 in PyTorch (train, recipe); nanogpt: real nanoGPT's CPU recipe (speedrun)",
+)  # fmt: skip
+_NANOGPT_DIR = flags.DEFINE_string(
+    "nanogpt_dir", "", "a nanoGPT checkout (git clone https://github.com/karpathy/nanoGPT)"
+)
+_NANOGPT_ITERS = flags.DEFINE_integer("nanogpt_iters", 2000, "nanoGPT's iterations (its README's CPU recipe: 2000)")
+_SPEEDRUN_SEEDS = flags.DEFINE_integer("speedrun_seeds", 2, "speedrun rounds, one seed each")
+_ABLATION_SEEDS = flags.DEFINE_integer("ablation_seeds", 2, "seeds per ablation row")
+_THROUGHPUT_STEPS = flags.DEFINE_integer("throughput_steps", 600, "steps of the speedrun section's throughput runs")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 50, "timed training steps per repetition (train section)")
 _PACK_PARAMS_M = flags.DEFINE_float("pack_params_m", 100.0, "parameters of the pack section's tree, in millions")
 _OUT = flags.DEFINE_string("out", "bench.json", "where the JSON goes")
@@ -54,6 +67,11 @@ def main() -> None:
         config_dir=_CONFIG_DIR.value,
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
+        nanogpt_dir=_NANOGPT_DIR.value,
+        nanogpt_iters=_NANOGPT_ITERS.value,
+        speedrun_seeds=_SPEEDRUN_SEEDS.value,
+        ablation_seeds=_ABLATION_SEEDS.value,
+        throughput_steps=_THROUGHPUT_STEPS.value,
     )
     options.check()
     # CPU devices before JAX starts; no persistent cache, so that compile times are compile times.

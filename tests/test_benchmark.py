@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import os
 import time
 
 import numpy as np
 import pytest
 
-from conftest import CONFIGS, TINY_FLAGS, run_module
+from bytelm.config_base import load_config_file
+from conftest import CONFIGS, REPO, TINY_FLAGS, run_module
 
 
 def test_train_and_pack_sections_write_json_and_the_table(workspace):
@@ -121,3 +123,104 @@ def test_choices_are_measured_in_interleaved_rounds_and_tabled_against_the_chose
     page = tables.markdown({**doc, "repeats": 3, "choices": [row]})
     assert "## Choices" in page and "| thing (config.field) | **b** | 1 [1–1] units/s | 1.00 |" in page
     assert "| thing (config.field) | a | 2 [2–2] units/s | 2.00 |" in page and "| | | how | |" in page
+
+
+FAKE_TRAIN = """import sys
+print("Overriding config with", sys.argv[1])
+assert "--device=cpu" in sys.argv and "--max_iters=30" in sys.argv and "--batch_size=12" in sys.argv
+for i in range(31):
+    if i % 10 == 0:
+        print(f"step {i}: train loss {4 - i / 10:.4f}, val loss {4.1 - i / 10:.4f}")
+    print(f"iter {i}: loss {4 - i / 10:.4f}, time {50 + i % 3}.00ms, mfu -100.00%")
+"""
+
+
+def _fake_nanogpt(root):
+    """A folder with nanoGPT's layout whose train.py prints lines in nanoGPT's own formats."""
+    from bench import nanogpt_real
+
+    for name in nanogpt_real.NEEDED:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("print('length of dataset in characters: 10')\n")
+    (root / "train.py").write_text(FAKE_TRAIN)
+    return root
+
+
+def test_the_nanogpt_peer_runs_a_checkout_from_outside_it_and_reads_its_own_log(tmp_path):
+    from bench import nanogpt_real
+
+    root = _fake_nanogpt(tmp_path / "nanoGPT")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    corpus_file = tmp_path / "input.txt"
+    corpus_file.write_text("hello")
+    out = nanogpt_real.run(str(root), corpus_file, iters=30)
+    assert [(p["step"], p["val_loss"]) for p in out["curve"]] == [(0, 4.1), (10, 3.1), (20, 2.1), (30, 1.1)]
+    assert out["final_val_loss"] == pytest.approx(1.1) and out["iters"] == 30
+    assert out["iter_ms"]["median"] == 51.0 and out["tokens_per_s"] == pytest.approx(12 * 64 / 0.051)
+    assert all(a["t_s"] <= b["t_s"] <= out["wall_s"] for a, b in zip(out["curve"], out["curve"][1:], strict=False))
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # the checkout is left as it was
+
+
+def test_the_speedrun_section_needs_a_nanogpt_checkout_and_says_how_to_get_one(tmp_path, workspace):
+    from bench import run
+    from bytelm.errors import UsageError
+
+    config = load_config_file(f"{CONFIGS}/gpt2_speedrun.py")
+    with pytest.raises(UsageError, match="needs --nanogpt_dir=PATH: git clone https://github.com/karpathy/nanoGPT"):
+        run.Options(config, only=("speedrun",), peer="nanogpt").check()
+    with pytest.raises(UsageError, match="is not a nanoGPT checkout \\(no train.py\\)"):
+        run.Options(config, only=("speedrun",), peer="nanogpt", nanogpt_dir=str(tmp_path)).check()
+    with pytest.raises(UsageError, match="add --only=speedrun"):
+        run.Options(config, only=("train",), peer="nanogpt").check()
+    flags = ["--only=speedrun", "--peer=nanogpt", "--nanogpt_dir=/nowhere", f"--config={CONFIGS}/gpt2_speedrun.py"]
+    proc = run_module(["launch.benchmark", *flags], workspace, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --nanogpt_dir=/nowhere")
+
+
+def test_speedrun_ratios_pair_each_round_with_its_own_nanogpt_run():
+    from bench import speedrun, tables
+
+    def ours(wall, val, tok=1000.0):
+        curve = [{"t_s": wall / 2, "step": 50, "val_loss": val + 0.3}, {"t_s": wall, "step": 100, "val_loss": val}]
+        return {"wall_s": wall, "final_val_loss": val, "reached": val <= 1.88, "tokens_per_s": tok, "curve": curve,
+                "overrides": {}}  # fmt: skip
+
+    def nanogpt(wall, tok):
+        curve = [{"t_s": wall * 0.9, "step": 1750, "val_loss": 1.89}, {"t_s": wall, "step": 2000, "val_loss": 1.87}]
+        return {"wall_s": wall, "tokens_per_s": tok, "final_val_loss": 1.885, "curve": curve}
+
+    rounds = [
+        {"seed": 0, "nanogpt": nanogpt(150.0, 10_000), "speedrun": ours(45.0, 1.86), "gpt2_tiny": ours(0, 0, 15_000),
+         "torch": {"tokens_per_s": 9_000}},
+        {"seed": 1, "nanogpt": nanogpt(200.0, 8_000), "speedrun": ours(50.0, 1.87), "gpt2_tiny": ours(0, 0, 14_000),
+         "torch": {"tokens_per_s": 8_000}},
+    ]  # fmt: skip
+    s = speedrun.summarize(rounds)
+    assert s["wall_ratio"] == {"median": pytest.approx(0.275), "min": 0.25, "max": 0.3}  # 45/150 and 50/200
+    assert s["tiny_speed_ratio"]["min"] == 1.5 and s["tiny_speed_ratio"]["max"] == 1.75
+    assert s["nanogpt_time_to_target_s"] == [150.0, 200.0] and s["all_reached"]
+    ablation = [{"lever": "without muon", **ours(50.0, 2.1), "overrides": {"train.optimizer": "adamw"}}]
+    machine = {"date": "d", "platform": "p", "cpus": 2, "python": "3", "jax": "j", "backend": "cpu"}
+    section = {"target": 1.88, "rounds": rounds, "ablation": ablation, "summary": s}
+    page = tables.markdown({"machine": machine, "repeats": 1, "speedrun": section})
+    assert "| seed 0 | 150.0 s | 1.8850 | 45.0 s | 1.8600 | 0.30 |" in page  # (round, walls, losses, ratio)
+    assert "| without muon | train.optimizer=adamw | 2.1000 (n=1) | +0.2350 | 50.0 s | 0 of 1 |" in page
+    assert 'aria-label="validation loss against wall time (s)"' in tables.speedrun_chart(section)
+
+
+def test_the_gpu_check_dry_run_finds_what_it_needs_without_a_gpu(tmp_path):
+    """On a CPU the check cannot run its GPU work; its dry run checks the packages, that the GPU tests
+    collect and that the benchmark's config loads, and says what it would run."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", "bench/gpu_check.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "would run pytest tests/test_gpu.py" in proc.stdout and "--config=configs/gpt2_small.py" in proc.stdout
+    real = subprocess.run(
+        ["bash", "bench/gpu_check.sh", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert real.returncode == 2 and "no GPU here (JAX's backend is cpu)" in real.stderr

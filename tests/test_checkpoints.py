@@ -280,3 +280,38 @@ def _tree_leaves(tree):
     import jax
 
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_a_muon_wsd_state_saved_and_restored_trains_on_to_the_same_bits(tmp_path):
+    """Muon's state (stacked momenta, its count) and WSD's schedule checkpoint like AdamW's: 3 steps,
+    save, restore into a fresh template, 3 more steps = 6 steps straight, bit for bit."""
+    import jax
+
+    from bytelm import models
+    from bytelm.parallel import mesh
+
+    config = tiny_config(tmp_path / "unused", train__optimizer="muon", train__schedule="wsd", train__steps=6)
+    config.model.update({"positions": "rope", "norm": "rmsnorm", "qk_norm": True, "tied_head": False})
+    model, opt = models.build(config.model), optimizer.make_optimizer(config.train)
+    one = mesh.make_mesh("data=1", jax.devices()[:1])
+    template = step.TrainState(np.zeros((), np.int32), *_init_state(config))
+    shardings = mesh.state_shardings(one, template, 0)
+    train_step = step.make_steps(model, opt, 4, 16, device_mesh=one, state_shardings=shardings)[0]
+    ids = np.random.default_rng(0).integers(0, 256, size=(6 * 4 * 17,)).astype(np.uint8)
+    make = step.batch_maker(ids, 16, 4, one)
+
+    def run(state, first, last):
+        for i in range(first, last):
+            state, _ = train_step(state, make((np.arange(4) + 4 * i) * 17))
+        return state
+
+    straight = run(mesh.put(template, shardings), 0, 6)
+    half = run(mesh.put(template, shardings), 0, 3)
+    with checkpoints.open_manager(tmp_path / "ckpt", 1) as mngr:
+        checkpoints.save(mngr, 3, half, {"note": "muon"})
+    with checkpoints.open_manager(tmp_path / "ckpt", 1) as mngr:
+        restored, _ = checkpoints.restore(mngr, 3, template, shardings)
+    restored = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), jax.tree_util.tree_leaves(restored))
+    resumed = run(restored, 3, 6)
+    for a, b in zip(_tree_leaves(resumed), _tree_leaves(straight), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()

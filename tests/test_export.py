@@ -135,12 +135,12 @@ def test_bad_exports_are_one_line_errors_and_leave_everything_as_it_was(workspac
     config["model"]["positions"] = "rope"  # an option transformers' GPT2LMHeadModel has no counterpart for
     (folder / "config.json").write_text(json.dumps(config))
     proc = run_module([*cmd, "--overwrite"], workspace, check=False)
-    assert_one_line_error(proc, 2, "model.positions='rope' has no counterpart in transformers' GPT2LMHeadModel")
+    assert_one_line_error(proc, 2, "model.positions='rope' is not GPT-2's ('learned'): transformers' GPT2LMHeadModel")
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     assert_one_line_error(run_module(["launch.export", f"--checkpoint_dir={tmp_path}/none", f"--out={out}"],
                                      workspace, check=False), 1, "does not exist")  # fmt: skip
     # A write that fails half-way (the weights, here) leaves neither a half folder nor a changed --out.
-    del config["model"]["positions"]
+    del config["model"]["positions"]  # (a run saved before the option existed: GPT-2's learned positions)
     (folder / "config.json").write_text(json.dumps(config))
     real = export._write_file
 

@@ -15,6 +15,12 @@ from bytelm.sampling.settings import SampleSettings
 from conftest import byte_ids, one_hot, rel_err
 
 GPT = GPT2(GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32))
+# Every architecture option GPT-2 lacks at once; rotary positions make the cache slide past seq_len.
+GPT_OPTIONS = GPT2(
+    dataclasses.replace(
+        GPT.config, positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, biases=False, tied_head=False
+    )
+)
 MAMBA = Mamba(MambaConfig(seq_len=16, d_model=16, num_layers=2, d_state=4, dt_rank=2))
 
 
@@ -36,9 +42,15 @@ def test_kv_cache_logits_equal_the_full_forward_at_every_position():
     assert rel_err(np.concatenate(got, axis=1), full) < 1e-5
 
 
-def test_fast_logits_equal_the_reference_at_every_position_past_seq_len(model_and_variables):
+@pytest.fixture(scope="module", params=[GPT, GPT_OPTIONS, MAMBA], ids=["gpt2", "gpt2_options", "mamba"])
+def any_model_and_variables(request):
+    """The models above and a GPT-2 with every architecture option, for the tests that cover those."""
+    return request.param, models.init_variables(request.param, jax.random.key(0))
+
+
+def test_fast_logits_equal_the_reference_at_every_position_past_seq_len(any_model_and_variables):
     """Drives the fast sampler's own prefill and per-byte step over 3 × seq_len positions."""
-    model, variables = model_and_variables
+    model, variables = any_model_and_variables
     fast, ref = FastSampler(model, variables), make_sampler(model, variables, "reference")
     history = byte_ids(3, (48,)).tolist()
     buf = np.asarray([history + [0] * 16], np.int32)
@@ -65,6 +77,15 @@ def test_fast_and_reference_give_the_same_bytes(model_and_variables, settings, p
     reference = make_sampler(model, variables, "reference").continue_ids(list(prompt), settings)
     fast = FastSampler(model, variables, chunk=8).continue_ids(list(prompt), settings)
     assert fast == reference
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.repeat_penalty}")
+def test_every_architecture_option_samples_the_references_bytes_past_the_window(settings):
+    """A prompt longer than seq_len (cropped) and generation past it, with rotary positions and the rest."""
+    variables = models.init_variables(GPT_OPTIONS, jax.random.key(0))
+    prompt = b"a much longer prompt than seq_len"
+    reference = make_sampler(GPT_OPTIONS, variables, "reference").continue_ids(list(prompt), settings)
+    assert FastSampler(GPT_OPTIONS, variables, chunk=8).continue_ids(list(prompt), settings) == reference
 
 
 def test_a_batch_is_n_independent_samples_with_seeds_seed_plus_i(model_and_variables):

@@ -70,7 +70,8 @@ def test_cluster_environments_and_partial_flags():
 # steps on meshes over the first 2 and 8 devices, data-parallel and data x FSDP; then a checkpoint
 # saved at step 4 from the run on 8 devices is restored onto 1 and onto 2 devices and trained on to
 # step 8. Each mesh is a compilation (seconds), so GPT-2 gets the fewest that cover both kinds and a
-# change of topology, and Mamba (whose parameters the same rules shard) one mesh with both kinds.
+# change of topology, and Mamba (whose parameters the same rules shard) one mesh with both kinds; the
+# speedrun's Muon, whose orthogonalisation is split over the data axis, one mesh of 2 devices.
 _MESHES_VS_PLAIN = r"""
 import json, sys, tempfile
 import jax, jax.numpy as jnp, numpy as np
@@ -83,14 +84,16 @@ B, L, STEPS, SAVE_AT = 8, 32, 8, 4
 SPECS = {
     "gpt2": [("data=2", 2), ("data=2,fsdp=4", 8)],
     "mamba": [("data=2,fsdp=4", 8)],  # the same sharding rules: one mesh with both kinds covers them
+    "gpt2_speedrun": [("data=2", 2)],  # Muon: each of the 2 devices orthogonalises one of each 2 matrices
 }
 ids = np.random.default_rng(1).integers(0, 256, size=(STEPS * B * (L + 1),)).astype(np.uint8)
 starts = lambda i: (np.arange(B) + i * B) * (L + 1)
 out = {}
-for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny", "mamba_tiny")):
-    cfg.model.seq_len, cfg.model.num_layers = L, 1
+for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny", "mamba_tiny", "gpt2_speedrun")):
+    cfg.model.seq_len, cfg.model.num_layers = L, 1 if cfg.name != "gpt2_speedrun" else 2
     if cfg.model.name == "mamba":
         cfg.model.d_model = 16
+    family = cfg.name if cfg.name == "gpt2_speedrun" else cfg.model.name
     model, opt = models.build(cfg.model), optimizer.make_optimizer(cfg.train)
     params = jax.device_get(models.init_variables(model, jax.random.key(0)))
     host_state = step.TrainState(np.zeros((), np.int32), params, jax.device_get(opt.init(params)))
@@ -99,8 +102,9 @@ for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny
 
     def run(m, state, first, last, shardings=None):
         key = None if m is None else (tuple(m.devices.flat), tuple(m.shape.items()))
-        if key not in compiled:
-            compiled[key] = step.make_steps(model, opt, B, L, device_mesh=m, state_shardings=shardings)[0]
+        if key not in compiled:  # (the optimizer's own layout on this mesh: the same state either way)
+            mesh_opt = optimizer.make_optimizer(cfg.train, m)
+            compiled[key] = step.make_steps(model, mesh_opt, B, L, device_mesh=m, state_shardings=shardings)[0]
         train_step = compiled[key]
         make = step.batch_maker(ids, L, B, m)
         losses = []
@@ -114,7 +118,7 @@ for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny
     _, reference = run(one, mesh.put(host_state, one_sh), 0, STEPS, one_sh)
     rel = lambda a, b: max(abs(x - y) / abs(x) for x, y in zip(a, b))
     result = {}
-    for spec, n in SPECS[cfg.model.name]:
+    for spec, n in SPECS[family]:
         m = mesh.make_mesh(spec, jax.devices()[:n])
         shardings = mesh.state_shardings(m, host_state, 0)
         state, losses = run(m, mesh.put(host_state, shardings), 0, STEPS, shardings)
@@ -136,7 +140,7 @@ for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny
                 _, losses = run(m2, restored, SAVE_AT, STEPS, sh2)
                 result[f"restore {spec} -> {spec2}"] = {
                     "rel": rel(reference[SAVE_AT:], losses), "devices": sorted(devices), "meta": meta["note"]}
-    out[cfg.model.name] = result
+    out[family] = result
 print(json.dumps(out))
 """
 
@@ -148,11 +152,11 @@ def test_meshes_of_1_2_and_8_devices_match_the_single_device_step_and_checkpoint
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for family in ("gpt2", "mamba"):
+    for family in ("gpt2", "mamba", "gpt2_speedrun"):
         r = result[family]
         for spec, row in r.items():
             assert row["rel"] < 1e-5, (family, spec, row)
-        assert "fsdp" in r["data=2,fsdp=4"]["first_leaf_spec"]
+        assert family == "gpt2_speedrun" or "fsdp" in r["data=2,fsdp=4"]["first_leaf_spec"]
     assert "fsdp" not in result["gpt2"]["data=2"]["first_leaf_spec"]
     restored = "restore data=2,fsdp=4 -> data"
     assert result["gpt2"][f"{restored}=1"]["devices"] == [0]

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from bytelm import models
@@ -34,6 +35,76 @@ def test_weight_decay_touches_matrices_only():
     updates, _ = opt.update(zero, opt.init(params), params)
     assert float(jnp.abs(updates["b"]).max()) == 0.0
     assert float(updates["w"][0, 0]) == pytest.approx(-1e-5 * 0.1)  # -lr × wd × w
+
+
+def test_wsd_warms_up_holds_then_decays_linearly_to_min_lr():
+    tc = load_config("gpt2_tiny").train
+    tc.schedule, tc.decay_fraction = "wsd", 0.25  # steps 2000: stable from 100 to 1500, decay 1500 → 2000
+    s = optimizer.lr_schedule(tc)
+    assert float(s(0)) == pytest.approx(1e-5) and float(s(99)) == pytest.approx(1e-3)
+    assert [float(s(i)) for i in (100, 700, 1499, 1500)] == pytest.approx([1e-3] * 4)
+    assert float(s(1750)) == pytest.approx((1e-3 + 1e-4) / 2, rel=1e-5)  # half-way down the line
+    assert float(s(1600)) == pytest.approx(1e-3 - 0.2 * 9e-4, rel=1e-5)
+    assert float(s(2000)) == pytest.approx(1e-4) and float(s(2500)) == pytest.approx(1e-4)
+    muon = optimizer.lr_schedule(tc, peak=0.02)  # Muon's leaves: the same shape, from their own peak
+    assert float(muon(700)) == pytest.approx(0.02) and float(muon(2000)) == pytest.approx(0.002)
+
+
+def test_an_unknown_optimizer_or_schedule_is_a_config_error():
+    for field, value in [("optimizer", "sgd"), ("schedule", "linear")]:
+        tc = load_config("gpt2_tiny").train
+        tc[field] = value
+        with pytest.raises(ConfigError, match=f"train.{field}"):
+            optimizer.make_optimizer(tc)
+
+
+def test_muon_updates_the_hidden_matrices_and_adamw_the_rest():
+    cfg = load_config("gpt2_tiny")
+    cfg.train.optimizer, cfg.model.num_layers = "muon", 2
+    params = models.abstract_variables(models.build(cfg.model))
+    groups = optimizer.leaf_groups(params)
+    hidden = {f"params/h_{i}/{m}/kernel" for i in range(2) for m in ("attn/qkv", "attn/proj", "mlp/fc", "mlp/proj")}
+    assert set(groups["muon"]) == hidden
+    assert {"params/wte", "params/wpe", "params/ln_f/scale", "params/h_0/attn/qkv/bias"} <= set(groups["adamw"])
+    assert len(groups["muon"]) + len(groups["adamw"]) == len(jax.tree_util.tree_leaves(params))
+    # Muon's update of a matrix is orthogonalised: its singular values are all about equal, unlike the
+    # gradient's; AdamW's leaves move by about lr per element on the first step.
+    opt = optimizer.make_optimizer(cfg.train)
+    params = models.init_variables(models.build(cfg.model), jax.random.key(0))
+    grads = jax.tree_util.tree_map(
+        lambda p: jnp.asarray(normal(p.size, p.shape)) * jnp.linspace(0.1, 3, p.shape[-1]), params
+    )
+    updates, _ = jax.jit(opt.update)(grads, jax.jit(opt.init)(params), params)
+    sv = np.linalg.svd(np.asarray(updates["params"]["h_0"]["mlp"]["fc"]["kernel"]), compute_uv=False)
+    grad_sv = np.linalg.svd(np.asarray(grads["params"]["h_0"]["mlp"]["fc"]["kernel"]), compute_uv=False)
+    assert sv.max() / sv.min() < 3 < grad_sv.max() / grad_sv.min()
+    assert 1e-5 <= float(jnp.abs(updates["params"]["wte"]).max()) <= 2e-5  # (Nesterov) AdamW: ~lr on step 1
+
+
+def test_muon_on_stacks_equals_optax_muon_leaf_by_leaf():
+    """The fast path (hidden matrices stacked by shape, one orthogonalisation per stack) against optax's
+    Muon applied to each matrix on its own, over two steps from the speedrun's init."""
+    from optax import contrib
+
+    cfg = load_config("gpt2_speedrun")
+    cfg.model.num_layers, tc = 2, cfg.train  # (two of each shape: stacks of 2)
+    params = models.init_variables(models.build(cfg.model), jax.random.key(0))
+    dims = lambda p: jax.tree_util.tree_map_with_path(
+        lambda k, x: contrib.MuonDimensionNumbers() if optimizer.is_hidden_matrix(k, x) else None, p
+    )
+    ref = optax.chain(optax.clip_by_global_norm(tc.grad_clip), contrib.muon(
+        optimizer.lr_schedule(tc, tc.muon_lr), beta=tc.muon_beta, ns_steps=tc.muon_ns_steps,
+        weight_decay=tc.weight_decay, adam_learning_rate=optimizer.lr_schedule(tc), adam_b1=tc.beta1,
+        adam_b2=tc.beta2, adam_weight_decay=0.0, muon_weight_dimension_numbers=dims,
+    ))  # fmt: skip
+    fast = optimizer.make_optimizer(tc)
+    state_fast, state_ref, p_fast, p_ref = jax.jit(fast.init)(params), jax.jit(ref.init)(params), params, params
+    for i in range(2):
+        grads = jax.tree_util.tree_map(lambda x, i=i: jnp.sin(x * (i + 3)) + 0.01, p_fast)
+        u_fast, state_fast = jax.jit(fast.update)(grads, state_fast, p_fast)
+        u_ref, state_ref = jax.jit(ref.update)(grads, state_ref, p_ref)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), u_fast, u_ref)
+        p_fast, p_ref = optax.apply_updates(p_fast, u_fast), optax.apply_updates(p_ref, u_ref)
 
 
 def test_masked_positions_do_not_change_the_loss():

@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bytelm import models
+from bytelm import config_base, models
 from bytelm.artifacts import param_pack
 from bytelm.errors import ConfigError
 from bytelm.models import transformer
 from bytelm.models.transformer import GPT2, GPT2Config, causal_attention
 from bytelm.parallel import runtime
-from conftest import byte_ids, load_config, normal, one_hot
+from conftest import byte_ids, load_config, normal, one_hot, rel_err
 
 SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
 
@@ -157,4 +157,142 @@ def test_bad_sizes_are_config_errors():
         models.build(cfg.model)
     cfg.model.name = "gpt5"
     with pytest.raises(ConfigError, match="unknown model.name"):
+        models.build(cfg.model)
+
+
+# --- architecture options: each differs from GPT-2 in one place --------------------------------
+
+OPTIONS = {
+    "rope": {"positions": "rope"},
+    "rmsnorm": {"norm": "rmsnorm"},
+    "relu2": {"activation": "relu2"},
+    "qk_norm": {"qk_norm": True},
+    "no_biases": {"biases": False},
+    "untied": {"tied_head": False},
+    "zero_init": {"zero_init": True},
+}
+ALL_OPTIONS = {k: v for o in OPTIONS.values() for k, v in o.items() if k != "zero_init"}
+
+
+def _shapes(config: GPT2Config) -> dict[str, tuple]:
+    return {p: tuple(x.shape) for p, x in param_pack.flatten(models.abstract_variables(GPT2(config))).items()}
+
+
+def test_the_default_options_are_gpt2_and_each_option_changes_only_its_own_parameters():
+    assert config_base.GPT2_ARCHITECTURE == transformer.ARCHITECTURE_DEFAULTS  # (configs load before JAX)
+    assert GPT2Config.from_config(load_config("gpt2_tiny").model).is_gpt2()
+    gpt2 = _shapes(SMALL)
+    assert SMALL.is_gpt2() and not dataclasses.replace(SMALL, qk_norm=True).is_gpt2()
+    assert set(_shapes(dataclasses.replace(SMALL, positions="rope"))) == set(gpt2) - {"params/wpe"}
+    rms = _shapes(dataclasses.replace(SMALL, norm="rmsnorm"))
+    assert set(gpt2) - set(rms) == {"params/ln_f/bias"} | {f"params/h_{i}/ln_{j}/bias" for i in (0, 1) for j in (1, 2)}
+    no_bias = _shapes(dataclasses.replace(SMALL, biases=False))
+    assert set(no_bias) == {p for p in gpt2 if not p.endswith("bias")}
+    assert _shapes(dataclasses.replace(SMALL, tied_head=False)) == {**gpt2, "params/head": (16, 256)}
+    qk = _shapes(dataclasses.replace(SMALL, qk_norm=True))
+    assert set(qk) - set(gpt2) == {f"params/h_{i}/attn/{n}_norm/scale" for i in (0, 1) for n in "qk"}
+    assert qk["params/h_0/attn/q_norm/scale"] == (8,)
+    assert _shapes(dataclasses.replace(SMALL, activation="relu2")) == gpt2
+
+
+def test_zero_init_starts_the_output_projections_and_an_untied_head_at_zero():
+    config = dataclasses.replace(SMALL, zero_init=True, tied_head=False)
+    flat = param_pack.flatten(models.init_variables(GPT2(config), jax.random.key(0)))
+    zero = {p for p, x in flat.items() if not np.any(np.asarray(x))}
+    assert {"params/head", "params/h_0/attn/proj/kernel", "params/h_1/mlp/proj/kernel"} <= zero
+    assert "params/h_0/attn/qkv/kernel" not in zero and "params/h_0/mlp/fc/kernel" not in zero
+    logits = GPT2(config).apply(models.init_variables(GPT2(config), jax.random.key(0)), one_hot(np.arange(5)[None]))
+    np.testing.assert_array_equal(logits, 0.0)  # a zero head: uniform predictions at step 0
+
+
+def _rotate_pairwise(x_LxK: np.ndarray, positions, base: float) -> np.ndarray:
+    """Rotary positions written out: the pair (i, i + K/2) rotated by a 2×2 matrix, angle p·base^(−2i/K)."""
+    L, K = x_LxK.shape
+    out = np.empty_like(x_LxK, dtype=np.float64)
+    for t in range(L):
+        for i in range(K // 2):
+            a = positions[t] * base ** (-2 * i / K)
+            rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+            out[t, [i, i + K // 2]] = rot @ x_LxK[t, [i, i + K // 2]]
+    return out
+
+
+def test_rotary_positions_match_the_pairwise_rotation_and_depend_only_on_the_offset():
+    x = normal(0, (1, 6, 1, 8))
+    got = np.asarray(transformer.rotary(jnp.asarray(x), jnp.arange(3, 9), 100.0))[0, :, 0]
+    np.testing.assert_allclose(got, _rotate_pairwise(x[0, :, 0], list(range(3, 9)), 100.0), atol=1e-5)
+    q, k = normal(1, (1, 1, 1, 8)), normal(2, (1, 1, 1, 8))
+
+    def score(m, n):
+        rq, rk = (transformer.rotary(jnp.asarray(a), jnp.asarray([p]), 10000.0) for a, p in ((q, m), (k, n)))
+        return float(jnp.sum(rq * rk))
+
+    assert score(7, 3) == pytest.approx(score(40, 36), abs=1e-5) and score(7, 3) != pytest.approx(score(7, 4))
+
+
+def test_rotary_qk_norm_attention_matches_a_direct_formula():
+    """The attention layer with rotary positions and QK-norm, written out in NumPy: q and k RMS-normalised
+    per head with their learned scales, rotated pairwise, causal softmax, output projection."""
+    config = dataclasses.replace(SMALL, positions="rope", qk_norm=True, rope_base=50.0)
+    attn = transformer.CausalSelfAttention(config)
+    x = normal(3, (1, 7, 16))
+    variables = attn.init(jax.random.key(0), x)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), variables["params"])
+    p["q_norm"]["scale"], p["k_norm"]["scale"] = normal(4, (8,)) + 1, normal(5, (8,)) + 1
+    variables = {"params": jax.tree_util.tree_map(jnp.asarray, p)}
+    qkv = x[0] @ p["qkv"]["kernel"] + p["qkv"]["bias"]
+    out = np.zeros((7, 16))
+    for h in range(2):
+        q, k, v = (qkv[:, j * 16 + h * 8 : j * 16 + h * 8 + 8] for j in range(3))
+        rms = lambda a, s: a / np.sqrt(np.mean(a**2, axis=-1, keepdims=True) + 1e-6) * s
+        q, k = rms(q, p["q_norm"]["scale"]), rms(k, p["k_norm"]["scale"])
+        q, k = _rotate_pairwise(q, range(7), 50.0), _rotate_pairwise(k, range(7), 50.0)
+        s = q @ k.T / math.sqrt(8) + np.triu(np.full((7, 7), -np.inf), 1)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        out[:, h * 8 : h * 8 + 8] = (w / w.sum(-1, keepdims=True)) @ v
+    expected = out @ p["proj"]["kernel"] + p["proj"]["bias"]
+    got, _ = attn.apply(variables, jnp.asarray(x, jnp.float32))
+    assert rel_err(got[0], expected) < 1e-5
+
+
+def test_relu2_and_rmsnorm_match_their_formulas():
+    config = dataclasses.replace(SMALL, activation="relu2", norm="rmsnorm", biases=False)
+    x = normal(6, (1, 3, 16))
+    mlp = transformer.MLP(config)
+    variables = mlp.init(jax.random.key(0), x)
+    p = variables["params"]
+    expected = np.maximum(x @ np.asarray(p["fc"]["kernel"]), 0) ** 2 @ np.asarray(p["proj"]["kernel"])
+    assert rel_err(mlp.apply(variables, x), expected) < 1e-5
+    norm = transformer._norm(config)
+    scale = normal(7, (16,))
+    got = norm.apply({"params": {"scale": scale}}, x)
+    expected = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + transformer.LAYER_NORM_EPS) * scale
+    assert rel_err(got, expected) < 1e-5
+
+
+@pytest.mark.parametrize("options", [*OPTIONS.values(), ALL_OPTIONS], ids=[*OPTIONS, "all"])
+def test_cached_decoding_equals_the_full_forward_for_every_option(options):
+    model = GPT2(dataclasses.replace(SMALL, num_layers=1, **options))  # (one block: a compile is seconds)
+    variables = models.init_variables(model, jax.random.key(1))
+    ids = byte_ids(2, (2, 16))
+    full = jax.jit(model.apply)(variables, one_hot(ids))
+    step = jax.jit(lambda v, x, c, p: model.apply(v, x, c, p, method=model.decode))
+    logits, cache = step(variables, one_hot(ids[:, :3]), transformer.empty_cache(model.config, 2), 0)
+    got = [np.asarray(logits)]
+    for t in range(3, 16):
+        logits, cache = step(variables, one_hot(ids[:, t : t + 1]), cache, t)
+        got.append(np.asarray(logits))
+    got = np.concatenate(got, axis=1)
+    assert rel_err(got, full) < 1e-5 if np.any(np.asarray(full)) else np.array_equal(got, full)
+
+
+def test_bad_architecture_options_are_config_errors():
+    cfg = load_config("gpt2_tiny")
+    for field, value, match in [("norm", "batchnorm", "model.norm"), ("positions", "alibi", "model.positions")]:
+        bad = load_config("gpt2_tiny")
+        bad.model[field] = value
+        with pytest.raises(ConfigError, match=match):
+            models.build(bad.model)
+    cfg.model.positions, cfg.model.head_dim = "rope", 7
+    with pytest.raises(ConfigError, match="even model.head_dim"):
         models.build(cfg.model)

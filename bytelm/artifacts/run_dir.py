@@ -52,7 +52,12 @@ RESUMABLE_FIELDS = (
 # Fields added after runs were made, each with the value that does what those runs did: a saved
 # config without one reads as having it, so that an older run still resumes.
 ADDED_FIELDS = {"data.format": "", "data.test_fraction": 0.0, "data.train_bytes": 0, "data.val_bytes": 0,
-                "data.test_bytes": 0}  # fmt: skip
+                "data.test_bytes": 0, "train.optimizer": "adamw", "train.schedule": "cosine",
+                "train.muon_lr": 0.02, "train.muon_beta": 0.95, "train.muon_ns_steps": 5, "train.decay_fraction": 0.2,
+                # GPT-2's architecture options (bytelm.models.transformer.ARCHITECTURE_DEFAULTS), GPT-2 configs only
+                "model.positions": "learned", "model.rope_base": 10000.0, "model.norm": "layernorm",
+                "model.activation": "gelu", "model.qk_norm": False, "model.biases": True, "model.tied_head": True,
+                "model.zero_init": False}  # fmt: skip
 
 
 def prepare(workdir: str | Path, overwrite: bool) -> Path:
@@ -90,7 +95,8 @@ def _resumable(field: str) -> bool:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """`field: saved → current` for every field outside `RESUMABLE_FIELDS` that differs (or is in only
     one of the two; `ADDED_FIELDS` missing from `saved` read as their old behaviour), sorted by field."""
-    a, b = {**ADDED_FIELDS, **_flat(saved)}, _flat(current)
+    b = _flat(current)
+    a = {**{k: v for k, v in ADDED_FIELDS.items() if k in b}, **_flat(saved)}
     show = lambda flat, k: repr(flat[k]) if k in flat else "(absent)"
     return [
         f"{k}: {show(a, k)} → {show(b, k)}"

@@ -106,7 +106,7 @@ MAMBA_LAYER = (
 # may not have, so exporting it would silently drop it. (scan_mode/scan_chunk choose how Mamba
 # computes, not what, and have no effect on the weights or the function.)
 KNOWN_FIELDS = {
-    "gpt2": {"name", "num_layers", "num_heads", "head_dim", "ffn_hidden", "seq_len"},
+    "gpt2": {"name", "num_layers", "num_heads", "head_dim", "ffn_hidden", "seq_len"},  # + the options at GPT-2's values
     "mamba": {"name", "d_model", "num_layers", "d_state", "d_conv", "expand", "dt_rank", "seq_len"}
     | {"scan_mode", "scan_chunk"},
 }
@@ -117,7 +117,18 @@ def check_exportable(model_config: dict) -> None:
     name = model_config.get("name")
     if name not in KNOWN_FIELDS:
         raise ExportError(f"model.name={name!r} has no transformers counterpart: export knows gpt2 and mamba")
-    for field in sorted(set(model_config) - KNOWN_FIELDS[name]):
+    known = KNOWN_FIELDS[name]
+    if name == "gpt2":  # the architecture options transformers' GPT-2 has only at GPT-2's own values
+        from bytelm.models import transformer  # (here: a sampler reads its flags before JAX is imported)
+
+        known = known | set(transformer.ARCHITECTURE_DEFAULTS)
+        for field, gpt2_value in transformer.ARCHITECTURE_DEFAULTS.items():
+            if model_config.get(field, gpt2_value) != gpt2_value:
+                raise ExportError(
+                    f"model.{field}={model_config[field]!r} is not GPT-2's ({gpt2_value!r}): transformers' "
+                    "GPT2LMHeadModel cannot compute it, so it cannot be exported (keep the pack instead)"
+                )
+    for field in sorted(set(model_config) - known):
         raise ExportError(
             f"model.{field}={model_config[field]!r} has no counterpart in transformers' "
             f"{'GPT2LMHeadModel' if name == 'gpt2' else 'MambaForCausalLM'}: it cannot be exported"

@@ -17,6 +17,23 @@ a GPT-2 of the same sizes:
 (every dense layer also has a `bias`). Shapes in names: B batch, L sequence, D width, H heads,
 K head_dim, V vocabulary (256).
 
+Architecture options (`config.model`; `ARCHITECTURE_DEFAULTS` are GPT-2's, so a config that leaves
+them alone is GPT-2 exactly and exports to transformers):
+
+    positions   'learned' (wpe) | 'rope': rotary q and k (`rotary`, base `rope_base`), no wpe
+    norm        'layernorm' | 'rmsnorm' (no mean, no bias)
+    activation  'gelu' (tanh approximation) | 'relu2': relu(x)²
+    qk_norm     RMS-normalise each head's q and k (with a learned scale [K]) before the dot product
+    biases      dense and layer-norm biases (off: none anywhere)
+    tied_head   logits from wte (off: a separate `head` [D, V])
+    zero_init   output projections (attn/proj, mlp/proj and an untied head) start at zero
+
+Past the training window both position kinds mean the same thing when sampling: the model sees the
+last `seq_len` bytes, as in training (`bytelm.sampling` crops, and its fast sampler re-runs the
+cropped window). Rotary positions would let a cache slide on, but a sliding cache is another function
+(each layer's window reaches `seq_len` further back, as in sliding-window attention), not the model
+run on the cropped window, so it is not what we sample.
+
 Kernels (`GPT2Config.attention`, `compute_dtype`; chosen by `config.runtime.fast_kernels`, never by
 the model config, so a pack does not depend on them): the default is float32 with the attention
 written out below (`causal_attention`); the fast path is bfloat16 matmuls over float32 parameters,
@@ -44,6 +61,23 @@ INIT_STD = 0.02  # GPT-2's initialiser: normal(0, 0.02) for every matrix
 # 'einsum': `causal_attention` below; 'xla' and 'cudnn': `jax.nn.dot_product_attention`'s implementations.
 ATTENTION_KERNELS = ("einsum", "xla", "cudnn")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+RMS_NORM_EPS = 1e-6
+# The architecture options and GPT-2's value of each (module docstring); `choices` lists string options.
+ARCHITECTURE_DEFAULTS = {
+    "positions": "learned",
+    "rope_base": 10000.0,
+    "norm": "layernorm",
+    "activation": "gelu",
+    "qk_norm": False,
+    "biases": True,
+    "tied_head": True,
+    "zero_init": False,
+}
+ARCHITECTURE_CHOICES = {
+    "positions": ("learned", "rope"),
+    "norm": ("layernorm", "rmsnorm"),
+    "activation": ("gelu", "relu2"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +92,14 @@ class GPT2Config:
     vocab_size: int = VOCAB_SIZE
     attention: str = "einsum"  # one of ATTENTION_KERNELS (training and prefill-free forward passes)
     compute_dtype: str = "float32"  # matmul dtype; parameters stay float32 either way
+    positions: str = "learned"  # the architecture options: ARCHITECTURE_DEFAULTS
+    rope_base: float = 10000.0
+    norm: str = "layernorm"
+    activation: str = "gelu"
+    qk_norm: bool = False
+    biases: bool = True
+    tied_head: bool = True
+    zero_init: bool = False
 
     @property
     def width(self) -> int:
@@ -67,20 +109,35 @@ class GPT2Config:
     def dtype(self) -> jnp.dtype:
         return jnp.dtype(self.compute_dtype)
 
+    def is_gpt2(self) -> bool:
+        """True when every architecture option is GPT-2's own."""
+        return all(getattr(self, f) == v for f, v in ARCHITECTURE_DEFAULTS.items())
+
     @classmethod
     def from_config(cls, model_config, attention: str = "einsum", compute_dtype: str = "float32") -> GPT2Config:
-        """Builds and validates the sizes from `config.model` (a ConfigDict), with the kernels."""
+        """Builds and validates the sizes and options from `config.model` (a ConfigDict or dict), with
+        the kernels; an option the config lacks (a run saved before it existed) is GPT-2's."""
+        options = {f: type(v)(model_config.get(f, v)) for f, v in ARCHITECTURE_DEFAULTS.items()}
         cfg = cls(
-            seq_len=model_config.seq_len,
-            num_layers=model_config.num_layers,
-            num_heads=model_config.num_heads,
-            head_dim=model_config.head_dim,
-            ffn_hidden=model_config.ffn_hidden,
+            seq_len=model_config["seq_len"],
+            num_layers=model_config["num_layers"],
+            num_heads=model_config["num_heads"],
+            head_dim=model_config["head_dim"],
+            ffn_hidden=model_config["ffn_hidden"],
             attention=attention,
             compute_dtype=compute_dtype,
+            **options,
         )
         sizes = ("seq_len", "num_layers", "num_heads", "head_dim", "ffn_hidden")
         check_at_least("model", {f: getattr(cfg, f) for f in sizes})
+        for field, choices in ARCHITECTURE_CHOICES.items():
+            if getattr(cfg, field) not in choices:
+                raise ConfigError(f"model.{field}={getattr(cfg, field)!r}: choose one of {', '.join(choices)}")
+        if cfg.positions == "rope" and (cfg.head_dim % 2 or cfg.rope_base <= 1):
+            raise ConfigError(
+                f"rotary positions need an even model.head_dim and model.rope_base > 1, got "
+                f"{cfg.head_dim} and {cfg.rope_base}"
+            )
         if attention not in ATTENTION_KERNELS or compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(
                 f"attention {attention!r} / compute dtype {compute_dtype!r}: expected one of "
@@ -89,20 +146,46 @@ class GPT2Config:
         return cfg
 
 
-def _dense(features: int, std: float, name: str, dtype=jnp.float32) -> nn.Dense:
-    # `dtype` is the matmul's; the kernel and bias are stored (and updated) in float32.
+def _dense(features: int, std: float, name: str, config: GPT2Config) -> nn.Dense:
+    # `dtype` is the matmul's; the kernel and bias are stored (and updated) in float32. std 0 is a zero init.
     return nn.Dense(
         features,
-        kernel_init=nn.initializers.normal(std),
+        use_bias=config.biases,
+        kernel_init=nn.initializers.normal(std) if std else nn.initializers.zeros,
         bias_init=nn.initializers.zeros,
-        dtype=dtype,
+        dtype=config.dtype,
         param_dtype=jnp.float32,
         name=name,
     )
 
 
+def _norm(config: GPT2Config, name: str | None = None) -> nn.Module:
+    """The pre-norm of a block and the final norm: GPT-2's LayerNorm, or RMSNorm."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(epsilon=LAYER_NORM_EPS, dtype=config.dtype, name=name)
+    return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=config.biases, dtype=config.dtype, name=name)
+
+
+def _out_std(config: GPT2Config) -> float:
+    # Residual projections are scaled by 1/sqrt(2·layers), per GPT-2: each block adds two.
+    return 0.0 if config.zero_init else INIT_STD / math.sqrt(2 * config.num_layers)
+
+
+def rotary(x_BxLxHxK: jax.Array, positions_L: jax.Array, base: float) -> jax.Array:
+    """Rotary position embedding (Su et al. 2021), half-split pairing: channel i < K/2 and i + K/2
+    form a pair rotated by the angle `position · base^(−2i/K)`. `positions_L` may be any integers
+    (they need not start at 0). Returns `[B, L, H, K]` in the input's dtype."""
+    half = x_BxLxHxK.shape[-1] // 2
+    inv_freq_K2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_Lx1xK2 = (positions_L.astype(jnp.float32)[:, None] * inv_freq_K2)[:, None, :]
+    cos, sin = jnp.cos(angle_Lx1xK2), jnp.sin(angle_Lx1xK2)
+    x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxLxHxK.dtype)
+
+
 class KVCache(NamedTuple):
-    """One layer's keys and values for positions 0..seq_len−1: `[B, seq_len, H, K]` each."""
+    """One layer's keys and values for positions 0..seq_len−1: `[B, seq_len, H, K]` each (rotary
+    keys stored rotated)."""
 
     k: jax.Array
     v: jax.Array
@@ -117,8 +200,8 @@ def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.
     """
     L, S = q_BxLxHxK.shape[1], k_BxSxHxK.shape[1]
     q_pos = jnp.arange(L) + (0 if pos is None else pos)
-    scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) / math.sqrt(q_BxLxHxK.shape[-1])
     visible_LxS = jnp.arange(S)[None, :] <= q_pos[:, None]
+    scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) / math.sqrt(q_BxLxHxK.shape[-1])
     # The softmax runs in float32 whatever the compute dtype (a no-op cast in float32).
     scores_BxHxLxS = scores_BxHxLxS.astype(jnp.float32)
     scores_BxHxLxS = jnp.where(visible_LxS, scores_BxHxLxS, jnp.finfo(jnp.float32).min)
@@ -134,21 +217,33 @@ class CausalSelfAttention(nn.Module):
         c = self.config
         B, L, D = x_BxLxD.shape
         # One matmul for q, k and v, as GPT-2's c_attn: fewer, larger ops.
-        qkv_BxLx3D = _dense(3 * D, INIT_STD, "qkv", c.dtype)(x_BxLxD)
+        qkv_BxLx3D = _dense(3 * D, INIT_STD, "qkv", c)(x_BxLxD)
         q, k, v = (a[:, :, 0] for a in jnp.split(qkv_BxLx3D.reshape(B, L, 3, c.num_heads, c.head_dim), 3, axis=2))
-        if cache is None and c.attention != "einsum":  # the same [B, L, H, K] layout and causal mask
-            y_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=c.attention)
-        elif cache is None:
-            y_BxLxHxK = causal_attention(q, k, v)
-        else:  # write this call's keys and values at their positions, then attend over the cache
-            cache = KVCache(  # (the cache keeps its own dtype whatever the compute dtype)
-                jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), pos, axis=1),
-                jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), pos, axis=1),
-            )
-            y_BxLxHxK = causal_attention(q, cache.k, cache.v, pos)
-        # Residual projections are scaled by 1/sqrt(2·layers), per GPT-2: each block adds two.
-        out = _dense(D, INIT_STD / math.sqrt(2 * c.num_layers), "proj", c.dtype)(y_BxLxHxK.reshape(B, L, D))
+        if c.qk_norm:  # over each head's K channels, with a learned scale
+            q = nn.RMSNorm(epsilon=RMS_NORM_EPS, dtype=c.dtype, name="q_norm")(q)
+            k = nn.RMSNorm(epsilon=RMS_NORM_EPS, dtype=c.dtype, name="k_norm")(k)
+        if cache is None:
+            if c.positions == "rope":
+                q, k = (rotary(a, jnp.arange(L), c.rope_base) for a in (q, k))
+            if c.attention != "einsum":  # the same [B, L, H, K] layout and causal mask
+                y_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=c.attention)
+            else:
+                y_BxLxHxK = causal_attention(q, k, v)
+        else:
+            y_BxLxHxK, cache = self._cached(q, k, v, cache, pos)
+        out = _dense(D, _out_std(c), "proj", c)(y_BxLxHxK.reshape(B, L, D))
         return out, cache
+
+    def _cached(self, q, k, v, cache: KVCache, pos):
+        """Writes this call's keys and values at their positions, then attends over the cache."""
+        if self.config.positions == "rope":  # rotated at their own positions, as the full forward does
+            positions = pos + jnp.arange(q.shape[1])
+            q, k = (rotary(a, positions, self.config.rope_base) for a in (q, k))
+        cache = KVCache(  # (the cache keeps its own dtype whatever the compute dtype)
+            jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), pos, axis=1),
+            jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), pos, axis=1),
+        )
+        return causal_attention(q, cache.k, cache.v, pos), cache
 
 
 class MLP(nn.Module):
@@ -157,8 +252,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         c = self.config
-        h_BxLxF = nn.gelu(_dense(c.ffn_hidden, INIT_STD, "fc", c.dtype)(x_BxLxD), approximate=True)
-        return _dense(c.width, INIT_STD / math.sqrt(2 * c.num_layers), "proj", c.dtype)(h_BxLxF)
+        h_BxLxF = _dense(c.ffn_hidden, INIT_STD, "fc", c)(x_BxLxD)
+        h_BxLxF = jnp.square(jax.nn.relu(h_BxLxF)) if c.activation == "relu2" else nn.gelu(h_BxLxF, approximate=True)
+        return _dense(c.width, _out_std(c), "proj", c)(h_BxLxF)
 
 
 class Block(nn.Module):
@@ -167,13 +263,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, cache: KVCache | None = None, pos=0):
         # The residual stream stays float32: a bfloat16 branch output is promoted when it is added.
-        dtype = self.config.dtype
-        a, cache = CausalSelfAttention(self.config, name="attn")(
-            nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name="ln_1")(x_BxLxD), cache, pos
-        )
+        a, cache = CausalSelfAttention(self.config, name="attn")(_norm(self.config, "ln_1")(x_BxLxD), cache, pos)
         x_BxLxD = x_BxLxD + a
-        h_BxLxD = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=dtype, name="ln_2")(x_BxLxD)
-        x_BxLxD = x_BxLxD + MLP(self.config, name="mlp")(h_BxLxD)
+        x_BxLxD = x_BxLxD + MLP(self.config, name="mlp")(_norm(self.config, "ln_2")(x_BxLxD))
         return x_BxLxD, cache
 
 
@@ -186,8 +278,8 @@ class GPT2(nn.Module):
     absolute positions pos..pos+L−1 and attend to the keys and values of the earlier positions in
     `cache` (start from `empty_cache`); returns `(logits [B, L, V], cache)`. The prompt is one such
     call (prefill); after it each new token costs attention over the cache instead of a forward pass
-    over the whole window. Positions are absolute and learned, so the cache only holds while
-    pos + L <= seq_len: past that every position shifts.
+    over the whole window. The cache only holds while pos + L <= seq_len: past that the window
+    shifts (the module docstring).
     """
 
     config: GPT2Config
@@ -195,9 +287,13 @@ class GPT2(nn.Module):
     def setup(self):
         c = self.config
         self.wte = self.param("wte", nn.initializers.normal(INIT_STD), (c.vocab_size, c.width))
-        self.wpe = self.param("wpe", nn.initializers.normal(INIT_STD), (c.seq_len, c.width))
+        if c.positions == "learned":
+            self.wpe = self.param("wpe", nn.initializers.normal(INIT_STD), (c.seq_len, c.width))
         self.h = [Block(c) for _ in range(c.num_layers)]  # named h_0, h_1, …
-        self.ln_f = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=c.dtype)
+        self.ln_f = _norm(c)
+        if not c.tied_head:
+            head_init = nn.initializers.zeros if c.zero_init else nn.initializers.normal(INIT_STD)
+            self.head = self.param("head", head_init, (c.width, c.vocab_size))
 
     def __call__(self, x_BxLxV: jax.Array) -> jax.Array:
         L = x_BxLxV.shape[1]
@@ -213,14 +309,17 @@ class GPT2(nn.Module):
         B, L, V = x_BxLxV.shape
         chex.assert_shape(x_BxLxV, (None, None, c.vocab_size))
         # One-hot × embedding matrix: the input is the typed one-hot the pipeline builds.
-        x_BxLxD = x_BxLxV.astype(self.wte.dtype) @ self.wte + jax.lax.dynamic_slice_in_dim(self.wpe, pos, L)
+        x_BxLxD = x_BxLxV.astype(self.wte.dtype) @ self.wte
+        if c.positions == "learned":
+            x_BxLxD = x_BxLxD + jax.lax.dynamic_slice_in_dim(self.wpe, pos, L)
         new_cache = []
         for i, block in enumerate(self.h):
             x_BxLxD, layer_cache = block(x_BxLxD, None if cache is None else cache[i], pos)
             new_cache.append(layer_cache)
         x_BxLxD = self.ln_f(x_BxLxD)
-        # The head is tied to the token embedding; logits come back float32 in any compute dtype.
-        logits_BxLxV = (x_BxLxD @ self.wte.T.astype(c.dtype)).astype(jnp.float32)
+        # Tied: the head is the token embedding. Logits come back float32 in any compute dtype.
+        head_DxV = self.wte.T if c.tied_head else self.head
+        logits_BxLxV = (x_BxLxD @ head_DxV.astype(c.dtype)).astype(jnp.float32)
         chex.assert_shape(logits_BxLxV, (B, L, c.vocab_size))
         return logits_BxLxV, tuple(new_cache)
 

@@ -31,7 +31,9 @@ def _tick(value: float, _position=None) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.6g}"
 
 
-def line_chart(series: list[Series], title: str, width_px: int, height_px: int, *, log_y: bool = False) -> str:
+def line_chart(
+    series: list[Series], title: str, width_px: int, height_px: int, *, log_y: bool = False, x_label: str = "step"
+) -> str:
     """An SVG `<svg>` element: every series as a line against step, named in a legend when there are
     several. Non-finite values are left out; a chart with none left says so. `log_y` is honoured when
     every value is positive and they span a decade or more (within less, a log axis has no labelled
@@ -61,10 +63,10 @@ def line_chart(series: list[Series], title: str, width_px: int, height_px: int, 
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())  # decades only: 0.1, 1, 10
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(_tick))
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=x_label == "step"))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(_tick))
         ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
-        ax.set_xlabel("step")
+        ax.set_xlabel(x_label)
         ax.grid(True, alpha=0.3)
         if values and len(series) > 1:  # a single series is named by the title
             ax.legend(fontsize=8, loc="best")

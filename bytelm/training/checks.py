@@ -7,6 +7,7 @@ import ml_collections
 from bytelm.errors import ConfigError, check_at_least
 from bytelm.parallel import mesh
 from bytelm.sampling.settings import DECODERS
+from bytelm.training import optimizer
 from bytelm.training.progress import PROGRESS_MODES
 
 
@@ -17,6 +18,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     check_at_least("train", {f: tc[f] for f in ("steps", "batch_size", "eval_every", "eval_batch_size", "log_every")})
     if tc.lr <= 0 or tc.min_lr < 0 or tc.min_lr > tc.lr:
         raise ConfigError(f"need 0 <= train.min_lr <= train.lr and lr > 0, got lr={tc.lr}, min_lr={tc.min_lr}")
+    optimizer.check(tc)
     if tc.progress not in PROGRESS_MODES:
         raise ConfigError(f"train.progress must be auto, bar, lines or none, got {tc.progress!r}")
     if config.sample.decode not in DECODERS:

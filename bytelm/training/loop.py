@@ -142,8 +142,8 @@ def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
     the fresh state laid out on the mesh, and its shardings; prints what was built."""
     tc, seq_len = config.train, config.model.seq_len
     params = initial_params(config, model, jax.random.key(tc.seed))  # the same in every process
-    opt = optimizer.make_optimizer(tc)
     device_mesh = mesh.make_mesh(config.runtime.mesh)
+    opt = optimizer.make_optimizer(tc, device_mesh)
     state, shardings = step.place_state(params, opt, device_mesh, config.runtime.fsdp_min_size)
     train_step, eval_step = step.make_steps(
         model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, device_mesh, shardings
@@ -158,6 +158,10 @@ def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
         bank, jax.jit(model.apply), lead, jax.process_count(),
     )  # fmt: skip
     out(_describe(job, models.count_params(params)))
+    if tc.optimizer == "muon":
+        groups = optimizer.leaf_groups(params)
+        out(f"optimizer muon on {len(groups['muon'])} hidden matrices ({_span(groups['muon'])}); adamw on the "
+            f"other {len(groups['adamw'])} leaves ({_span(groups['adamw'])})")  # fmt: skip
     if data.checks:
         mb, s = sum(c["bytes"] for c in data.checks) / 1e6, sum(c["seconds"] for c in data.checks)
         kept = " (remembered for the next run)" if config.data.check_cache_dir else ""
@@ -181,6 +185,12 @@ def _describe(job: Job, n_params: int) -> str:
         + (f"; state sharded over fsdp={m.shape['fsdp']}" if m.shape["fsdp"] > 1 else "")
         + (f"; {job.kernels['attention']} attention, {job.kernels['compute_dtype']} matmuls" if job.kernels else "")
     )
+
+
+def _span(paths: list[str]) -> str:
+    """A few of `paths`, for a line: the first three and a count of the rest."""
+    shown = ", ".join(p.removeprefix("params/") for p in paths[:3])
+    return shown + (f", … {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
 def initial_params(config, model, key: jax.Array) -> dict:
@@ -283,6 +293,9 @@ def _finish(job: Job, state, log, train_wall: float, resume_step, t_start: float
     n_params = models.count_params(final_params)
     summary = history.summarize(log, n_params, c.train.steps, c.train.batch_size * c.model.seq_len, train_wall)
     summary["resumed_from_step"] = resume_step
+    summary["optimizer"] = {"name": c.train.optimizer, "schedule": c.train.schedule}
+    if c.train.optimizer == "muon":
+        summary["optimizer"] |= optimizer.leaf_groups(final_params)  # which leaf each optimizer updates
     summary["wall_s"] = time.perf_counter() - t_start
     out(history.summary_line(summary))
     sample = _final_sample(c, final_params, out, stream) if job.lead and c.sample.generate > 0 else None

@@ -1,39 +1,168 @@
-"""The optimizer and its learning-rate schedule, from `config.train`."""
+"""The optimizer and its learning-rate schedule, from `config.train`.
+
+    train.optimizer  'adamw': AdamW on every leaf (weight decay on matrices only)
+                     'muon': Muon (optax.contrib) on the hidden matrices, AdamW on the rest
+                     (`leaf_groups`; weight decay on Muon's matrices only)
+    train.schedule   'cosine': linear warm-up, cosine decay to `min_lr` at `steps`
+                     'wsd': linear warm-up, stable at `lr`, linear decay to `min_lr` over the last
+                     `decay_fraction` of the steps (warmup-stable-decay)
+
+Muon's leaves follow the same schedule shape, scaled from `lr` to `muon_lr`. The optimizer state is
+a pytree like any other, so checkpoints and resume treat both optimizers alike.
+"""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from optax import contrib
+
+from bytelm.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
 
 
-def lr_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
-    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `steps`.
+def check(tc: ml_collections.ConfigDict) -> None:
+    """One-line `ConfigError`s for an unknown optimizer or schedule, or a WSD decay outside (0, 1]."""
+    if tc.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer={tc.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if tc.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule={tc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if tc.schedule == "wsd" and not 0 < tc.decay_fraction <= 1:
+        raise ConfigError(f"train.decay_fraction={tc.decay_fraction} must be in (0, 1] for the wsd schedule")
 
-    `count` is the number of updates already applied, so the first update uses lr/warmup_steps
+
+def lr_schedule(tc: ml_collections.ConfigDict, peak: float | None = None) -> optax.Schedule:
+    """The learning rate after `count` updates: linear warm-up to `peak` (default `lr`) over
+    `warmup_steps`, then `tc.schedule`'s decay to `min_lr · peak / lr` at `steps`.
+
+    `count` is the number of updates already applied, so the first update uses peak/warmup_steps
     rather than 0 (a zero first step would waste a step and a batch).
     """
+    peak = tc.lr if peak is None else peak
+    floor = tc.min_lr * peak / tc.lr if tc.lr else 0.0
     warmup = max(int(tc.warmup_steps), 0)
-    decay = max(int(tc.steps) - warmup, 1)
+    steps = int(tc.steps)
+    decay_start = warmup if tc.schedule == "cosine" else max(warmup, steps - math.ceil(tc.decay_fraction * steps))
+    decay = max(steps - decay_start, 1)
 
     def schedule(count: jax.Array) -> jax.Array:
         count = jnp.asarray(count, jnp.float32)
-        warm = tc.lr * (count + 1) / max(warmup, 1)
-        progress = jnp.clip((count - warmup) / decay, 0.0, 1.0)
-        cosine = tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + jnp.cos(jnp.pi * progress))
-        return jnp.where(count < warmup, warm, cosine)
+        warm = peak * (count + 1) / max(warmup, 1)
+        progress = jnp.clip((count - decay_start) / decay, 0.0, 1.0)
+        if tc.schedule == "cosine":
+            after = floor + 0.5 * (peak - floor) * (1 + jnp.cos(jnp.pi * progress))
+        else:  # stable at the peak until decay_start, then a straight line to the floor
+            after = peak + (floor - peak) * progress
+        return jnp.where(count < warmup, warm, after)
 
     return schedule
 
 
-def make_optimizer(tc: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with the schedule, weight decay on matrices only (ndim >= 2), global-norm clipping."""
-    adamw = optax.adamw(
+def is_hidden_matrix(path: tuple, leaf) -> bool:
+    """Muon's leaves: the 2-D kernels inside the blocks (attention and MLP matmuls). Embeddings, the
+    head, norms and biases are not hidden matrices and stay with AdamW."""
+    keys = [getattr(k, "key", str(k)) for k in path]
+    return leaf.ndim == 2 and keys[-1] == "kernel" and any(str(k).startswith(("h_", "layers_")) for k in keys)
+
+
+def leaf_groups(params) -> dict[str, list[str]]:
+    """`{'muon': [...], 'adamw': [...]}`: which optimizer updates each leaf (paths as 'a/b/c') under
+    `train.optimizer='muon'`."""
+    groups: dict[str, list[str]] = {"muon": [], "adamw": []}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        groups["muon" if is_hidden_matrix(path, leaf) else "adamw"].append(name)
+    return groups
+
+
+def _adamw(tc: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    return optax.adamw(
         lr_schedule(tc),
         b1=tc.beta1,
         b2=tc.beta2,
         weight_decay=tc.weight_decay,
         mask=lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params),
     )
-    return optax.chain(optax.clip_by_global_norm(tc.grad_clip), adamw) if tc.grad_clip > 0 else adamw
+
+
+def _muon(tc: ml_collections.ConfigDict, device_mesh=None) -> optax.GradientTransformation:
+    # optax's Muon updates a leaf with (Nesterov) AdamW where the dimension numbers give None. Weight
+    # decay is for Muon's matrices only: the AdamW leaves (embeddings, head, norms, biases) are not
+    # decayed, as in modded-nanogpt.
+    stacked = lambda tree: {  # Muon's stacks are [k, m, n]: k independent matrices, as optax vmaps them
+        "stacks": {key: contrib.MuonDimensionNumbers(reduction_axis=1, output_axis=2) for key in tree["stacks"]},
+        "others": [None] * len(tree["others"]),
+    }
+    muon = contrib.muon(
+        lr_schedule(tc, tc.muon_lr),
+        beta=tc.muon_beta,
+        ns_steps=tc.muon_ns_steps,
+        weight_decay=tc.weight_decay,
+        adam_learning_rate=lr_schedule(tc),
+        adam_b1=tc.beta1,
+        adam_b2=tc.beta2,
+        adam_weight_decay=0.0,
+        muon_weight_dimension_numbers=stacked,
+    )
+    return on_stacks(muon, device_mesh)
+
+
+def _stack(tree, device_mesh=None) -> dict:
+    """`{'stacks': {'MxN': [k, M, N]}, 'others': [leaf, ...]}`: the hidden matrices stacked by shape
+    (in the tree's order), the other leaves as they are. With a mesh whose `data` axis divides k, each
+    stack is split over that axis, so each device orthogonalises its share of the matrices."""
+    stacks: dict[str, list] = {}
+    others = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if is_hidden_matrix(path, leaf):
+            stacks.setdefault("x".join(map(str, leaf.shape)), []).append(leaf)
+        else:
+            others.append(leaf)
+    out = {key: jnp.stack(leaves) for key, leaves in stacks.items()}
+    n = device_mesh.shape["data"] if device_mesh is not None else 1
+    if n > 1:
+        split = jax.sharding.NamedSharding(device_mesh, jax.sharding.PartitionSpec("data"))
+        out = {k: jax.lax.with_sharding_constraint(v, split) if v.shape[0] % n == 0 else v for k, v in out.items()}
+    return {"stacks": out, "others": others}
+
+
+def _unstack(stacked: dict, like):
+    """The tree `like` with its leaves taken back out of `_stack`'s layout."""
+    taken = {key: iter(list(stack)) for key, stack in stacked["stacks"].items()}
+    others = iter(stacked["others"])
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    leaves = [
+        next(taken["x".join(map(str, leaf.shape))]) if is_hidden_matrix(path, leaf) else next(others)
+        for path, leaf in paths
+    ]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def on_stacks(inner: optax.GradientTransformation, device_mesh=None) -> optax.GradientTransformation:
+    """`inner` applied to `_stack`'s layout of the parameters: one Newton-Schulz iteration per stack of
+    same-shaped matrices instead of one per matrix, split over the mesh's `data` devices (on a
+    replicated state every device would otherwise orthogonalise every matrix). The state is kept in
+    the stacked layout; the updates come back in the parameters' own."""
+
+    def init(params):
+        return inner.init(_stack(params))
+
+    def update(grads, state, params=None):
+        updates, state = inner.update(_stack(grads, device_mesh), state, None if params is None else _stack(params))
+        return _unstack(updates, grads), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(tc: ml_collections.ConfigDict, device_mesh=None) -> optax.GradientTransformation:
+    """`train.optimizer` with `train.schedule`, after global-norm clipping (`grad_clip`, 0 = off).
+    `device_mesh` (Muon only) splits the orthogonalisation of the hidden matrices over its `data` axis."""
+    check(tc)
+    opt = _adamw(tc) if tc.optimizer == "adamw" else _muon(tc, device_mesh)
+    return optax.chain(optax.clip_by_global_norm(tc.grad_clip), opt) if tc.grad_clip > 0 else opt

@@ -1,0 +1,55 @@
+"""gpt2_speedrun: the fastest honest recipe found to 1.88 nats/byte on Tiny Shakespeare's validation split, on a CPU.
+
+    python -m launch.train --config=configs/gpt2_speedrun.py
+
+Same corpus and validation split as gpt2_tiny (the last 10% of the bytes, scored whole once, at the
+end); the levers from small-GPT speed records, each measured by the benchmark's ablation
+(`python -m launch.benchmark --only=speedrun`, BENCHMARKS.md "Time to quality"): Muon on the hidden
+matrices, rotary positions, RMSNorm, QK-norm, ReLU², no biases, and a warmup-stable-decay schedule
+ending at a low floor; small batches, which run fastest per token on a small CPU. Evaluations are
+few and small (they draw the curve and cost wall time; the final, whole-split one is the score) and
+there is one checkpoint, at the end.
+"""
+
+import ml_collections
+
+from bytelm import config_base
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.name = "gpt2_speedrun"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "gpt2"
+    config.model.num_layers = 4
+    config.model.num_heads = 4
+    config.model.head_dim = 32
+    config.model.ffn_hidden = 512
+    config.model.seq_len = 64
+    # An untied head and zero-initialised projections, levers of the GPU records, cost loss at this size
+    # and budget (BENCHMARKS.md, the ablation): the head stays tied, the init GPT-2's.
+    config.model.update(
+        config_base.gpt2_architecture(positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, biases=False)
+    )
+
+    config.data = config_base.data_config()
+    config.data.final_eval_windows = 0  # the whole validation split, once, at the end
+    config.data.eval_windows = 128  # the curve on the way: small, so it costs little wall time
+
+    config.train = config_base.train_config()
+    config.train.steps = 360
+    config.train.batch_size = 12  # small batches run fastest per token on a small CPU (BENCHMARKS.md)
+    config.train.optimizer = "muon"
+    config.train.muon_lr = 0.03
+    config.train.lr = 3e-3  # AdamW's leaves: embeddings, head, norms
+    config.train.min_lr = 3e-5
+    config.train.warmup_steps = 20
+    config.train.schedule = "wsd"
+    config.train.decay_fraction = 0.4
+    config.train.eval_every = 60  # the curve; only the final (whole-split) evaluation counts
+    config.train.checkpoint_every = 0  # one checkpoint, at the end
+
+    config.sample = config_base.sample_config()
+    config.runtime = config_base.runtime_config()
+    return config
