@@ -77,7 +77,7 @@ def run(nanogpt_dir: str, corpus_file: Path, iters: int = 2000) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _stage(root, corpus_file, folder)
-        timed_process([sys.executable, "data/shakespeare_char/prepare.py"], folder, r"^$(.)(.)")
+        timed_process([sys.executable, "data/shakespeare_char/prepare.py"], folder)
         cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", *CPU_RECIPE.format(iters=iters).split()]
         out = timed_process([*cmd, f"--out_dir={folder / 'out'}"], folder, EVAL_LINE)
     iterations = [m for m in map(ITER_LINE.match, out["lines"]) if m]

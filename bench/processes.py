@@ -14,11 +14,11 @@ from bytelm.errors import BytelmError
 REPO = Path(__file__).resolve().parent.parent
 
 
-def timed_process(cmd: list[str], cwd: Path, eval_line: str, env: dict | None = None) -> dict:
+def timed_process(cmd: list[str], cwd: Path, eval_line: str | None = None, env: dict | None = None) -> dict:
     """Runs `cmd` in `cwd` to the end, reading its output as it comes. `eval_line` is a regex with the
-    groups (step, val_loss). Returns `{wall_s, curve: [{t_s, step, val_loss}], lines}`; a failed
+    groups (step, val_loss) (None: no curve). Returns `{wall_s, curve: [{t_s, step, val_loss}], lines}`; a failed
     process raises a one-line `BytelmError` with its last line."""
-    pattern = re.compile(eval_line)
+    pattern = re.compile(eval_line) if eval_line else None
     env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     curve, lines = [], []
     t0 = time.perf_counter()
@@ -27,7 +27,7 @@ def timed_process(cmd: list[str], cwd: Path, eval_line: str, env: dict | None = 
     ) as proc:  # fmt: skip
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
-            m = pattern.search(line)
+            m = pattern.search(line) if pattern else None
             if m:
                 curve.append({"t_s": time.perf_counter() - t0, "step": int(m[1]), "val_loss": float(m[2])})
         code = proc.wait()
