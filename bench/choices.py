@@ -6,7 +6,7 @@ with its spread and the ratio to the chosen value (above 1: faster than the chos
     eval batch        validation windows/s at `train.eval_batch_size` 32 and 128
     CPU devices       training tokens/s of the config on one host device and on two (`runtime.cpu_devices`)
     matmul dtype      matmul GFLOP/s in float32 and bfloat16 (what `runtime.fast_kernels` falls back from)
-    fused unroll      mamba_tiny's training step with the fused scan at unroll 1, 4 and 8 (`scans.FUSED_UNROLL`)
+    fused unroll      mamba_tiny's training step with the fused scan at unroll 1, 4 and 8 (`mamba.FUSED_UNROLL`)
     streaming         the fast decoder's tokens/s streaming 16 or 64 bytes per call, or one call for all
     checkpoint save   saves/s of gpt2_tiny's train state from host copies or from device arrays
     start-up          runs/s of the tiny runtime check with an empty and a warm compilation cache
@@ -36,7 +36,6 @@ from bench.training_speed import compile_train_step, pipelined_runs
 from bytelm import models
 from bytelm.data import batches, corpus
 from bytelm.errors import BytelmError
-from bytelm.models import scans
 from bytelm.parallel import mesh
 from bytelm.sampling.decoders import make_sampler
 from bytelm.training import checkpoints, evaluation, optimizer, step
@@ -79,7 +78,8 @@ def _eval_batch(config, ids: np.ndarray, repeats: int) -> dict:
     starts = batches.eval_starts(ids.size, seq_len, 256)
     measure = {}
     for size in (32, 128):
-        _, eval_step = step.make_steps(model, optimizer.make_optimizer(config.train), size, seq_len, 0.0, device_mesh)
+        opt = optimizer.make_optimizer(config.train, models.family_of(config.model))
+        _, eval_step = step.make_steps(model, opt, size, seq_len, 0.0, device_mesh)
         make = step.batch_maker(ids, seq_len, size, device_mesh)
         measure[str(size)] = functools.partial(
             _timed, functools.partial(evaluation.evaluate, eval_step, params, make, starts, size), starts.size
@@ -120,16 +120,17 @@ def _matmul_dtype(repeats: int) -> dict:
 
 def _fused_unroll(mamba, ids: np.ndarray, repeats: int) -> dict:
     """mamba_tiny's whole training step with the fused scan at each unroll, on one device."""
-    c, tc = models.mamba.MambaConfig.from_config(mamba.model), mamba.train
+    family, tc = models.family_of(mamba.model), mamba.train
+    c = family.config(mamba.model)
     b = batches.make_batch(ids, np.arange(tc.batch_size) * (c.seq_len + 1), c.seq_len)
     measure = {}
     for unroll in (1, 4, 8):
-        model = models.mamba.Mamba(dataclasses.replace(c, scan_mode="fused", scan_unroll=unroll))
+        model = family.build(dataclasses.replace(c, scan_mode="fused", scan_unroll=unroll))
         compiled, state, _ = compile_train_step(mamba, b, model=model)
         measure[str(unroll)] = functools.partial(_steps_on_one_batch, compiled, [state], b, tc.batch_size * c.seq_len)
     rates = _interleaved(measure, repeats)
     note = f"mamba_tiny training steps: batch {tc.batch_size}, length {c.seq_len}"
-    return _choice("fused scan unroll (scans.FUSED_UNROLL)", "tokens/s", scans.FUSED_UNROLL, rates, note)
+    return _choice("fused scan unroll (mamba.FUSED_UNROLL)", "tokens/s", c.scan_unroll, rates, note)
 
 
 def _steps_on_one_batch(compiled, holder: list, batch, tokens_per_step: int, steps: int = 3) -> float:
@@ -141,8 +142,8 @@ def _steps_on_one_batch(compiled, holder: list, batch, tokens_per_step: int, ste
     return tokens_per_step * steps / (time.perf_counter() - t)
 
 
-def _streaming(gpt2_tiny, repeats: int) -> dict:
-    model = models.build(gpt2_tiny.model)
+def _streaming(config, repeats: int) -> dict:
+    model = models.build(config.model)
     variables = models.init_variables(model, jax.random.key(0))
     settings = dataclasses.replace(SETTINGS, generate=220)
     measure = {}
@@ -150,14 +151,17 @@ def _streaming(gpt2_tiny, repeats: int) -> dict:
         sampler = make_sampler(model, variables, "fast", chunk)
         measure[label] = lambda sampler=sampler: 220 / timed_generation(sampler, list(b"ROMEO:"), settings)[0]
     rates = _interleaved(measure, repeats)
-    chosen = str(gpt2_tiny.sample.stream_chunk)
-    return _choice("fast decoder streaming (sample.stream_chunk)", "tokens/s", chosen, rates, "gpt2_tiny, 220 bytes")
+    chosen = str(config.sample.stream_chunk)
+    return _choice(
+        "fast decoder streaming (sample.stream_chunk)", "tokens/s", chosen, rates, f"{config.name}, 220 bytes"
+    )
 
 
-def _checkpoint_save(gpt2_tiny, repeats: int) -> dict:
-    model, opt = models.build(gpt2_tiny.model), optimizer.make_optimizer(gpt2_tiny.train)
+def _checkpoint_save(config, repeats: int) -> dict:
+    model = models.build(config.model)
+    opt = optimizer.make_optimizer(config.train, models.family_of(config.model))
     params = models.init_variables(model, jax.random.key(0))
-    state, _ = step.place_state(params, opt, mesh.make_mesh(gpt2_tiny.runtime.mesh), gpt2_tiny.runtime.fsdp_min_size)
+    state, _ = step.place_state(params, opt, mesh.make_mesh(config.runtime.mesh), config.runtime.fsdp_min_size)
     with tempfile.TemporaryDirectory() as folder, checkpoints.open_manager(Path(folder), 1) as mngr:
         counter = iter(range(1, 10_000))
 
@@ -200,7 +204,7 @@ def _start_up(corpus_path: Path, repeats: int) -> dict:
 
 
 def bench_choices(
-    config: ml_collections.ConfigDict, configs: dict, repeats: int, log: Callable[[str], None]
+    config: ml_collections.ConfigDict, scan: ml_collections.ConfigDict, repeats: int, log: Callable[[str], None]
 ) -> list[dict]:
     """Every choice of the module docstring, measured in this run."""
     data = corpus.load(config.data, config.model.seq_len)
@@ -209,9 +213,9 @@ def bench_choices(
         _eval_batch(config, ids, repeats),
         _cpu_devices(config, ids, repeats),
         _matmul_dtype(repeats),
-        _fused_unroll(configs["mamba_tiny"], ids, repeats),
-        _streaming(configs["gpt2_tiny"], repeats),
-        _checkpoint_save(configs["gpt2_tiny"], repeats),
+        _fused_unroll(scan, ids, repeats),
+        _streaming(config, repeats),
+        _checkpoint_save(config, repeats),
         _start_up(data.path, repeats),
     ]
     for r in rows:

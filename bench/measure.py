@@ -9,7 +9,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from bytelm.models.transformer import GPT2Config
+from bytelm import models
 
 
 def summarize(values: list[float]) -> dict:
@@ -48,11 +48,7 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5, dtype=jnp.float32) ->
 
 
 def model_flops_per_token(model_config) -> float | None:
-    """Training FLOPs per token by nanoGPT's count (6 × non-embedding-lookup parameters + attention
-    12·layers·width·seq_len), the figure MFU is quoted against. None for families without a formula."""
-    if model_config.name != "gpt2":
-        return None
-    c = GPT2Config.from_config(model_config)
-    per_layer = c.width * 3 * c.width + c.width * c.width + 2 * c.width * c.ffn_hidden  # the four matmuls
-    matmul_params = c.num_layers * per_layer + c.vocab_size * c.width  # + the tied head
-    return 6 * matmul_params + 12 * c.num_layers * c.width * c.seq_len
+    """Training FLOPs per token by the family's count (GPT-2: nanoGPT's, 6 × the matmul parameters +
+    attention's 12·layers·width·seq_len), the figure MFU is quoted against; None where it has none."""
+    family = models.family_of(model_config)
+    return family.flops_per_token(family.config(model_config))

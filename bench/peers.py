@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bytelm import models
 from bytelm.errors import BytelmError, UsageError
+from bytelm.models.gpt2 import GPT2Config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,8 +20,11 @@ def run_peer(config, corpus_path: Path, steps: int, eval_windows: int) -> dict:
     if importlib.util.find_spec("torch") is None:
         raise UsageError("--peer=torch needs PyTorch: pip install -e '.[bench]' (torch 2.13.0, CPU build)")
     m, t = config.model, config.train
-    if m.name != "gpt2":
-        raise UsageError(f"--peer=torch trains GPT-2 only; --config is a {m.name} config")
+    model_config = models.family_of(m).config(m)
+    if not (isinstance(model_config, GPT2Config) and model_config.is_gpt2()):
+        raise UsageError(
+            f"--peer=torch trains GPT-2 exactly (GPT2Config at GPT-2's options); --config is {m.to_dict()}"
+        )
     fields = {
         "corpus": corpus_path.resolve(),
         "val_fraction": config.data.val_fraction,

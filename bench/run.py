@@ -52,6 +52,8 @@ class Options:
     scan_forms: tuple[str, ...] = ("sequential", "fused", "parallel:16", "parallel:64", "parallel")
     scan_memory_budget_gb: float = 14.0
     config_dir: str = "configs"
+    sample_configs: tuple[str, ...] = ("gpt2_tiny", "mamba_tiny")  # the sample section's models, by config file
+    scan_config: str = "mamba_tiny"  # the config of the scan section (and the fused-unroll choice)
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
     nanogpt_dir: str = ""  # a nanoGPT checkout, for --peer=nanogpt
@@ -126,10 +128,10 @@ def _train_section(o: Options, log: Callable[[str], None]) -> dict:
     return section
 
 
-def _scan_section(o: Options, mamba: ml_collections.ConfigDict, previous: list[dict], log) -> list[dict]:
-    data = corpus.load(mamba.data, max(o.scan_lengths))
+def _scan_section(o: Options, scan: ml_collections.ConfigDict, previous: list[dict], log) -> list[dict]:
+    data = corpus.load(scan.data, max(o.scan_lengths))
     rows = scan_speed.bench_scan(
-        mamba, data.train.to_array(), list(o.scan_lengths), list(o.scan_forms), o.repeats, log,
+        scan, data.train.to_array(), list(o.scan_lengths), list(o.scan_forms), o.repeats, log,
         memory_budget_gb=o.scan_memory_budget_gb,
     )  # fmt: skip
     # Keep the earlier measurements of the (length, form) pairs this run did not cover.
@@ -155,14 +157,15 @@ def _recipe_section(o: Options, log) -> dict:
 def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
     """Runs the sections `o.only` asks for, then writes the JSON and regenerates the markdown."""
     o.check()
-    configs = {name: load_config_file(Path(o.config_dir) / f"{name}.py") for name in ("gpt2_tiny", "mamba_tiny")}
+    names = (*o.sample_configs, o.scan_config)
+    configs = {name: load_config_file(Path(o.config_dir) / f"{name}.py") for name in names}
     doc, previous_scan = _start_document(o)
     sections = {
         "train": lambda: _train_section(o, log),
-        "sample": lambda: sampling_speed.bench_sample(configs, o.repeats, log),
+        "sample": lambda: sampling_speed.bench_sample({n: configs[n] for n in o.sample_configs}, o.repeats, log),
         "pack": lambda: _pack_section(o, log),
-        "scan": lambda: _scan_section(o, configs["mamba_tiny"], previous_scan, log),
-        "choices": lambda: choices.bench_choices(o.config, configs, o.repeats, log),
+        "scan": lambda: _scan_section(o, configs[o.scan_config], previous_scan, log),
+        "choices": lambda: choices.bench_choices(o.config, configs[o.scan_config], o.repeats, log),
         "corpus": lambda: _corpus_section(o, log),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),

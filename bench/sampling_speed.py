@@ -1,6 +1,6 @@
-"""Sampling: tokens/s of the fast and the reference decoder and the time to the first byte, for
-gpt2_tiny as configured (220 bytes), gpt2_tiny with seq_len 1024 (1000 bytes from a 6-byte prompt)
-and mamba_tiny (220 and 5000 bytes); for Mamba also the time per byte around byte 100 and around
+"""Sampling: tokens/s of the fast and the reference decoder and the time to the first byte, for each
+config of `--sample_configs` as configured (220 bytes) and in the long case its context calls for
+(`sample_cases`); for a model without a window also the time per byte around byte 100 and around
 byte 5000, which must stay flat."""
 
 from __future__ import annotations
@@ -76,18 +76,25 @@ def sample_case(
     return out
 
 
+def sample_cases(configs: dict[str, ml_collections.ConfigDict]) -> list[tuple]:
+    """For each config: 220 bytes as configured, and the long case its context calls for: a window model
+    (`max_context`) at seq_len 1024 with 1000 bytes, a model without a window 5000 bytes (its time per
+    byte must stay flat)."""
+    cases = []
+    for name, config in configs.items():
+        cases.append((config.model, f"{name} 220 bytes", b"ROMEO:", 220, None))
+        if models.build(config.model).max_context:
+            long = ml_collections.ConfigDict(config.model.to_dict())
+            long.seq_len = 1024
+            cases.append((long, f"{name} seq_len 1024, 1000 bytes", b"ROMEO:", 1000, 200))
+        else:
+            cases.append((config.model, f"{name} 5000 bytes", b"ROMEO:", 5000, 1000))
+    return cases
+
+
 def bench_sample(configs: dict[str, ml_collections.ConfigDict], repeats: int, log: Callable[[str], None]) -> list[dict]:
-    gpt, mamba = configs["gpt2_tiny"], configs["mamba_tiny"]
-    long_gpt = ml_collections.ConfigDict(gpt.model.to_dict())
-    long_gpt.seq_len = 1024
-    cases = [
-        (gpt.model, "gpt2_tiny 220 bytes", b"ROMEO:", 220, None),
-        (long_gpt, "gpt2_tiny seq_len 1024, 1000 bytes", b"ROMEO:", 1000, 200),
-        (mamba.model, "mamba_tiny 220 bytes", b"ROMEO:", 220, None),
-        (mamba.model, "mamba_tiny 5000 bytes", b"ROMEO:", 5000, 1000),
-    ]
     results = []
-    for model_config, name, prompt, n, ref_n in cases:
+    for model_config, name, prompt, n, ref_n in sample_cases(configs):
         r = sample_case(model_config, name, prompt, n, repeats, reference_generate=ref_n)
         results.append(r)
         log(

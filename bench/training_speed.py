@@ -28,7 +28,7 @@ def compile_train_step(
     `device_mesh` the state is laid out on it."""
     model = model or models.build(config.model, **(kernels or {}))
     device_mesh = device_mesh or mesh.make_mesh("data=1", jax.devices()[:1])
-    opt = optimizer.make_optimizer(config.train, device_mesh)
+    opt = optimizer.make_optimizer(config.train, models.family_of(config.model), device_mesh)
     params = models.init_variables(model, jax.random.key(config.train.seed))
     state, shardings = step.place_state(params, opt, device_mesh, config.runtime.fsdp_min_size)
     tc = config.train
@@ -89,7 +89,7 @@ def bench_train(
     config's `runtime.mesh`); compile time is timed apart; each of `repeats` runs of `steps` steps
     gives one tokens/s figure."""
     tc, seq_len = config.train, config.model.seq_len
-    kernels, kernel_warning = runtime.model_kernels(config)
+    kernels, kernel_warning = runtime.model_kernels(config, models.family_of(config.model))
     if kernel_warning:
         log(f"warning: {kernel_warning}")
     device_mesh = device_mesh or mesh.make_mesh(config.runtime.mesh)

@@ -1,4 +1,5 @@
-"""The config sections every model shares: data, train, sample and runtime, and how config files load.
+"""The config sections of a run: the model (from its family), data, train, sample and runtime, and how
+config files load.
 
 Config files in `configs/` build on these and set what differs. Every field here is a knob a user
 can override from the command line (`--config.train.steps=300`); fields that mean "not set" are
@@ -14,21 +15,9 @@ from pathlib import Path
 
 import ml_collections
 
+from bytelm import models
 from bytelm.data.download import DEFAULT_DATA_DIR
 from bytelm.errors import ConfigError
-
-# GPT-2's architecture options (bytelm.models.transformer.ARCHITECTURE_DEFAULTS, which tests/test_transformer.py
-# checks these against): written out here because a config loads before JAX is imported.
-GPT2_ARCHITECTURE = {
-    "positions": "learned",
-    "rope_base": 10000.0,
-    "norm": "layernorm",
-    "activation": "gelu",
-    "qk_norm": False,
-    "biases": True,
-    "tied_head": True,
-    "zero_init": False,
-}
 
 
 def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -43,16 +32,11 @@ def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def gpt2_architecture(**options) -> dict:
-    """GPT-2's architecture options (`bytelm.models.transformer`: positions, norm, activation, qk_norm,
-    biases, tied_head, zero_init, rope_base), with `options` changed, for `config.model.update(...)`.
-    The defaults are GPT-2 exactly; a config that changes one cannot be exported to transformers."""
-    unknown = set(options) - set(GPT2_ARCHITECTURE)
-    if unknown:
-        raise ConfigError(
-            f"unknown GPT-2 option {', '.join(sorted(unknown))}: choose from {', '.join(GPT2_ARCHITECTURE)}"
-        )
-    return {**GPT2_ARCHITECTURE, **options}
+def model_config(name: str, **values) -> ml_collections.ConfigDict:
+    """`config.model` for the family `name` (`bytelm.models.FAMILIES`): `name`, then every field of its
+    config, the family's defaults for those not in `values` (so each is a flag, and in config.json).
+    An unknown field or a missing size is a one-line `ConfigError`."""
+    return ml_collections.ConfigDict(models.model_config(name, **values))
 
 
 def data_config() -> ml_collections.ConfigDict:

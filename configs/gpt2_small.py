@@ -17,14 +17,15 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "gpt2_small"
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "gpt2"
-    config.model.num_layers = 12
-    config.model.num_heads = 12
-    config.model.head_dim = 64  # width = num_heads × head_dim = 768
-    config.model.ffn_hidden = 3072
-    config.model.seq_len = 1024
-    config.model.update(config_base.gpt2_architecture())  # GPT-2 exactly: learned positions, LayerNorm, GELU, …
+    # GPT-2 exactly: learned positions, LayerNorm, GELU, biases, a tied head (the family's defaults).
+    config.model = config_base.model_config(
+        "gpt2",
+        num_layers=12,
+        num_heads=12,
+        head_dim=64,  # width = num_heads × head_dim = 768
+        ffn_hidden=3072,
+        seq_len=1024,
+    )
 
     config.data = config_base.data_config()
     config.data.eval_windows = 64  # 64 × 1024 bytes per periodic evaluation

@@ -17,14 +17,15 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "gpt2_tiny"
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "gpt2"
-    config.model.num_layers = 4
-    config.model.num_heads = 4
-    config.model.head_dim = 32  # width = num_heads × head_dim = 128
-    config.model.ffn_hidden = 512
-    config.model.seq_len = 64
-    config.model.update(config_base.gpt2_architecture())  # GPT-2 exactly: learned positions, LayerNorm, GELU, …
+    # GPT-2 exactly: learned positions, LayerNorm, GELU, biases, a tied head (the family's defaults).
+    config.model = config_base.model_config(
+        "gpt2",
+        num_layers=4,
+        num_heads=4,
+        head_dim=32,  # width = num_heads × head_dim = 128
+        ffn_hidden=512,
+        seq_len=64,
+    )
 
     config.data = config_base.data_config()
     config.train = config_base.train_config()

@@ -19,18 +19,19 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "mamba_tiny"
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "mamba"
-    config.model.d_model = 128
-    config.model.num_layers = 4
-    config.model.d_state = 16
-    config.model.d_conv = 4
-    config.model.expand = 2  # d_inner = 256
-    config.model.dt_rank = "auto"  # 'auto' = ceil(d_model / 16) = 8, or a number as a string
-    config.model.seq_len = 256  # training window; sampling has no window
-    # 'fused' (fastest on CPU), 'parallel' (jax.lax.associative_scan) or 'sequential' (the reference)
-    config.model.scan_mode = "fused"
-    config.model.scan_chunk = 16  # parallel mode only: positions per associative-scan chunk; 0 = one scan
+    config.model = config_base.model_config(
+        "mamba",
+        d_model=128,
+        num_layers=4,
+        d_state=16,
+        d_conv=4,
+        expand=2,  # d_inner = 256
+        dt_rank="auto",  # 'auto' = ceil(d_model / 16) = 8, or a number as a string
+        seq_len=256,  # training window; sampling has no window
+        # 'fused' (fastest on CPU), 'parallel' (jax.lax.associative_scan) or 'sequential' (the reference)
+        scan_mode="fused",
+        scan_chunk=16,  # parallel mode only: positions per associative-scan chunk; 0 = one scan
+    )
 
     config.data = config_base.data_config()
     config.train = config_base.train_config()

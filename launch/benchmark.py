@@ -46,7 +46,11 @@ _SCAN_FORMS = flags.DEFINE_list(
 _SCAN_BUDGET = flags.DEFINE_float(
     "scan_memory_budget_gb", 14.0, "scan forms that XLA plans above this are compiled, not run (0 = compile only)"
 )
-_CONFIG_DIR = flags.DEFINE_string("config_dir", "configs", "where gpt2_tiny.py and mamba_tiny.py live")
+_CONFIG_DIR = flags.DEFINE_string("config_dir", "configs", "where the config files named below live")
+_SAMPLE_CONFIGS = flags.DEFINE_list(
+    "sample_configs", list(run.Options.sample_configs), "configs (file names in --config_dir) the sample section runs"
+)
+_SCAN_CONFIG = flags.DEFINE_string("scan_config", run.Options.scan_config, "the config of the scan section (Mamba)")
 _CORPUS_GB = flags.DEFINE_float("corpus_gb", 2.0, "size of the corpus section's large corpus (made in a temp folder)")
 _CORPUS_STEPS = flags.DEFINE_integer("corpus_steps", 50, "training steps of each corpus section run")
 
@@ -65,6 +69,8 @@ def main() -> None:
         scan_forms=tuple(_SCAN_FORMS.value),
         scan_memory_budget_gb=_SCAN_BUDGET.value,
         config_dir=_CONFIG_DIR.value,
+        sample_configs=tuple(_SAMPLE_CONFIGS.value),
+        scan_config=_SCAN_CONFIG.value,
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
         nanogpt_dir=_NANOGPT_DIR.value,

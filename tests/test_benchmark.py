@@ -82,7 +82,8 @@ def test_the_torch_peer_computes_the_same_function_as_our_gpt2():
     from bench.nanogpt_torch import GPT
     from bytelm import models
     from bytelm.artifacts import param_pack
-    from bytelm.models.transformer import GPT2, GPT2Config
+    from bytelm.models.gpt2 import GPT2Config
+    from bytelm.models.gpt2.transformer import GPT2
 
     cfg = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
     variables = models.init_variables(GPT2(cfg), jax.random.key(0))

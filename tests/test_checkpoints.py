@@ -273,7 +273,7 @@ def _init_state(config):
 
     model = models.build(config.model)
     params = models.init_variables(model, jax.random.key(config.train.seed))
-    return params, optimizer.make_optimizer(config.train).init(params)
+    return params, optimizer.make_optimizer(config.train, models.family_of(config.model)).init(params)
 
 
 def _tree_leaves(tree):
@@ -292,7 +292,7 @@ def test_a_muon_wsd_state_saved_and_restored_trains_on_to_the_same_bits(tmp_path
 
     config = tiny_config(tmp_path / "unused", train__optimizer="muon", train__schedule="wsd", train__steps=6)
     config.model.update({"positions": "rope", "norm": "rmsnorm", "qk_norm": True, "tied_head": False})
-    model, opt = models.build(config.model), optimizer.make_optimizer(config.train)
+    model, opt = models.build(config.model), optimizer.make_optimizer(config.train, models.family_of(config.model))
     one = mesh.make_mesh("data=1", jax.devices()[:1])
     template = step.TrainState(np.zeros((), np.int32), *_init_state(config))
     shardings = mesh.state_shardings(one, template, 0)

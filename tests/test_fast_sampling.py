@@ -1,65 +1,71 @@
-"""The fast sampler against the reference: the same logits (to float rounding) and the same bytes."""
+"""The fast sampler against the reference, for every family: the same logits (to float rounding) and the
+same bytes. The reference is the model's plain forward pass over the context; the fast sampler runs the
+decoding protocol (prefill, then a step per byte)."""
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
 import pytest
 
 from bytelm import models
-from bytelm.models.mamba import Mamba, MambaConfig
-from bytelm.models.transformer import GPT2, GPT2Config, empty_cache
+from bytelm.models import decoding
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.fast import FastSampler
 from bytelm.sampling.settings import SampleSettings
-from conftest import byte_ids, one_hot, rel_err
+from conftest import byte_ids, rel_err
 
-GPT = GPT2(GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32))
-# Every architecture option GPT-2 lacks at once; rotary positions make the cache slide past seq_len.
-GPT_OPTIONS = GPT2(
-    dataclasses.replace(
-        GPT.config, positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, biases=False, tied_head=False
-    )
+GPT2 = {"name": "gpt2", "seq_len": 16, "num_layers": 2, "num_heads": 2, "head_dim": 8, "ffn_hidden": 32}
+# Every architecture option GPT-2 lacks at once (rotary positions would let a cache slide past seq_len).
+GPT2_OPTIONS = GPT2 | dict(
+    positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, biases=False, tied_head=False
 )
-MAMBA = Mamba(MambaConfig(seq_len=16, d_model=16, num_layers=2, d_state=4, dt_rank=2))
+MAMBA = {"name": "mamba", "seq_len": 16, "d_model": 16, "num_layers": 2, "d_state": 4, "dt_rank": "2"}
+FAMILIES = {"gpt2": GPT2, "mamba": MAMBA}
 
 
-@pytest.fixture(scope="module", params=[GPT, MAMBA], ids=["gpt2", "mamba"])
+def _model(model_config: dict):
+    model = models.build(model_config)
+    return model, models.init_variables(model, jax.random.key(0))
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES), ids=list(FAMILIES))
 def model_and_variables(request):
-    return request.param, models.init_variables(request.param, jax.random.key(0))
+    return _model(FAMILIES[request.param])
 
 
-def test_kv_cache_logits_equal_the_full_forward_at_every_position():
-    variables = models.init_variables(GPT, jax.random.key(1))
-    ids = byte_ids(2, (2, 16))
-    full = jax.jit(GPT.apply)(variables, one_hot(ids))
-    step = jax.jit(lambda v, x, c, p: GPT.apply(v, x, c, p, method=GPT.decode))
-    logits, cache = step(variables, one_hot(ids[:, :3]), empty_cache(GPT.config, 2), 0)  # prefill 3
-    got = [np.asarray(logits)]
-    for t in range(3, 16):
-        logits, cache = step(variables, one_hot(ids[:, t : t + 1]), cache, t)
-        got.append(np.asarray(logits))
-    assert rel_err(np.concatenate(got, axis=1), full) < 1e-5
-
-
-@pytest.fixture(scope="module", params=[GPT, GPT_OPTIONS, MAMBA], ids=["gpt2", "gpt2_options", "mamba"])
+@pytest.fixture(scope="module", params=[*FAMILIES, "gpt2_options"])
 def any_model_and_variables(request):
     """The models above and a GPT-2 with every architecture option, for the tests that cover those."""
-    return request.param, models.init_variables(request.param, jax.random.key(0))
+    return _model({**FAMILIES, "gpt2_options": GPT2_OPTIONS}[request.param])
 
 
-def test_fast_logits_equal_the_reference_at_every_position_past_seq_len(any_model_and_variables):
-    """Drives the fast sampler's own prefill and per-byte step over 3 × seq_len positions."""
+@pytest.mark.parametrize("prompt_length", [1, 15, 16, 17, 40])
+def test_prefill_and_steps_give_the_full_forward_logits_at_every_position(any_model_and_variables, prompt_length):
+    """Prompts shorter than, as long as and longer than seq_len (16), then a step per byte to position 48:
+    past seq_len a window model sees its last 16 bytes, a recurrent one everything."""
     model, variables = any_model_and_variables
-    fast, ref = FastSampler(model, variables), make_sampler(model, variables, "reference")
+    reference = make_sampler(model, variables, "reference")
     history = byte_ids(3, (48,)).tolist()
-    buf = np.asarray([history + [0] * 16], np.int32)
-    logits, cache = jax.jit(fast._prefill_impl, static_argnames="length")(variables, buf, 5, length=16)
-    assert rel_err(logits[0], ref.logits(history[:5])) < 1e-5
-    step = jax.jit(fast._next_logits)
-    for p in range(5, 48):  # the byte at position p is history[p]; past 16 GPT-2 re-runs its window
-        logits, cache = step(variables, buf, np.asarray([history[p]], np.int32), p, cache)
-        assert rel_err(logits[0], ref.logits(history[: p + 1])) < 1e-5, p
+    buffer = np.asarray([history + [0] * 16], np.int32)[:, :64]
+    logits, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, buffer, prompt_length)
+    assert rel_err(logits[0], reference.logits(history[:prompt_length])) < 1e-5
+    step = jax.jit(functools.partial(decoding.step, model))
+    for p in range(prompt_length, 48):
+        logits, cache = step(variables, np.asarray([history[p]], np.int32), cache)
+        assert rel_err(logits[0], reference.logits(history[: p + 1])) < 1e-5, p
+
+
+def test_the_empty_cache_is_what_prefill_returns(any_model_and_variables):
+    """The protocol's three calls agree on the cache's structure, shapes and dtypes."""
+    model, variables = any_model_and_variables
+    _, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, byte_ids(4, (3, 16)), 5)
+    empty = model.empty_cache(3)
+    assert jax.tree_util.tree_structure(cache) == jax.tree_util.tree_structure(empty)
+    assert [(a.shape, a.dtype) for a in jax.tree_util.tree_leaves(cache)] == [
+        (a.shape, a.dtype) for a in jax.tree_util.tree_leaves(empty)
+    ]
 
 
 SETTINGS = [
@@ -82,10 +88,10 @@ def test_fast_and_reference_give_the_same_bytes(model_and_variables, settings, p
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.repeat_penalty}")
 def test_every_architecture_option_samples_the_references_bytes_past_the_window(settings):
     """A prompt longer than seq_len (cropped) and generation past it, with rotary positions and the rest."""
-    variables = models.init_variables(GPT_OPTIONS, jax.random.key(0))
+    model, variables = _model(GPT2_OPTIONS)
     prompt = b"a much longer prompt than seq_len"
-    reference = make_sampler(GPT_OPTIONS, variables, "reference").continue_ids(list(prompt), settings)
-    assert FastSampler(GPT_OPTIONS, variables, chunk=8).continue_ids(list(prompt), settings) == reference
+    reference = make_sampler(model, variables, "reference").continue_ids(list(prompt), settings)
+    assert FastSampler(model, variables, chunk=8).continue_ids(list(prompt), settings) == reference
 
 
 def test_a_batch_is_n_independent_samples_with_seeds_seed_plus_i(model_and_variables):

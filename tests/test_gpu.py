@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from bytelm import models
-from bytelm.models.mamba import Mamba, MambaConfig
-from bytelm.models.scans import selective_scan
-from bytelm.models.transformer import GPT2, GPT2Config
+from bytelm.models.gpt2 import GPT2Config
+from bytelm.models.gpt2.transformer import GPT2
+from bytelm.models.mamba import MambaConfig
+from bytelm.models.mamba.network import Mamba
+from bytelm.models.mamba.scans import selective_scan
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.fast import FastSampler
 from bytelm.sampling.settings import SampleSettings
@@ -54,7 +56,7 @@ def test_fast_kernels_train_and_sample_on_the_gpu(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "params.json").exists()
 
 
-MAMBA = MambaConfig(seq_len=64, d_model=64, num_layers=2, d_state=8, dt_rank=4)
+MAMBA = MambaConfig(seq_len=64, d_model=64, num_layers=2, d_state=8, dt_rank="4")
 
 
 @pytest.mark.parametrize("model", [GPT2(GPT), Mamba(MAMBA)], ids=["gpt2", "mamba"])

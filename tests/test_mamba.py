@@ -11,10 +11,10 @@ from bytelm import models
 from bytelm.artifacts import param_pack
 from bytelm.artifacts.param_pack import ParamPackError
 from bytelm.errors import ConfigError
-from bytelm.models.mamba import Mamba, MambaConfig, empty_cache
-from bytelm.models.scans import selective_scan
-from bytelm.sampling.reference import RecurrentSampler, ReferenceSampler
-from bytelm.sampling.settings import SampleSettings
+from bytelm.models import decoding
+from bytelm.models.mamba import MambaConfig
+from bytelm.models.mamba.network import Mamba
+from bytelm.models.mamba.scans import selective_scan
 from conftest import byte_ids, load_config, normal, one_hot, rel_err
 
 SMALL = MambaConfig(seq_len=32, d_model=16, num_layers=2, d_state=4, d_conv=4, expand=2, dt_rank=2)
@@ -103,10 +103,10 @@ def test_recurrent_step_reproduces_the_parallel_forward_at_every_position():
     variables = models.init_variables(model, jax.random.key(0))
     ids = byte_ids(1, (2, 40))  # past seq_len: no window limit
     full = jax.jit(model.apply)(variables, one_hot(ids))
-    step = jax.jit(lambda v, x, c: model.apply(v, x, c, method=Mamba.step))
-    cache, outs = empty_cache(SMALL, 2), []
+    step = jax.jit(functools.partial(decoding.step, model))
+    cache, outs = model.empty_cache(2), []
     for t in range(ids.shape[1]):
-        logits, cache = step(variables, one_hot(ids[:, t]), cache)
+        logits, cache = step(variables, ids[:, t], cache)
         outs.append(np.asarray(logits))
     assert rel_err(np.stack(outs, axis=1), full) < 1e-5
 
@@ -160,15 +160,15 @@ def test_initialisation_invariants():
 
 def test_mamba_tiny_sizes_and_dt_rank():
     cfg = load_config("mamba_tiny").model
-    mc = MambaConfig.from_config(cfg)
-    assert (mc.d_inner, mc.dt_rank, mc.seq_len) == (256, 8, 256)
+    mc = models.family_of(cfg).config(cfg)
+    assert (mc.d_inner, mc.rank, mc.seq_len) == (256, 8, 256)
     shapes = {p: tuple(x.shape) for p, x in param_pack.flatten(models.abstract_variables(Mamba(mc))).items()}
     assert shapes["params/layers_0/mixer/in_proj/kernel"] == (128, 512)
     assert shapes["params/layers_0/mixer/x_proj/kernel"] == (256, 8 + 32)
     assert shapes["params/layers_0/mixer/dt_proj/kernel"] == (8, 256)
     cfg.dt_rank = "x"
     with pytest.raises(ConfigError, match="dt_rank"):
-        MambaConfig.from_config(cfg)
+        models.build(cfg)
 
 
 def test_a_gpt2_pack_does_not_load_into_mamba(tmp_path):
@@ -179,26 +179,3 @@ def test_a_gpt2_pack_does_not_load_into_mamba(tmp_path):
             tmp_path / "p.json", models.abstract_variables(models.build(load_config("mamba_tiny").model))
         )
     assert "missing params/embedding" in str(e.value) and "unexpected params/wte" in str(e.value)
-
-
-def test_recurrent_sampler_matches_full_forward_sampling():
-    """Sampling by steps gives the same bytes as re-running the full forward over the whole history."""
-    model = Mamba(SMALL)
-    variables = models.init_variables(model, jax.random.key(6))
-    settings = SampleSettings(generate=30, temperature=0.9, top_k=10, repeat_penalty=0.3, repeat_window=6, seed=5)
-    fast = RecurrentSampler(model, variables)
-    history = list(b"ROMEO:")
-    got = fast.continue_ids(history, settings)
-
-    # Causal, so the logits at position len-1 of a zero-padded 64-id input are those of the history.
-    forward = jax.jit(lambda ids: model.apply(variables, jax.nn.one_hot(ids, 256)))
-
-    class FullForward(ReferenceSampler):
-        def logits(self, history):
-            ids = np.zeros((1, 64), np.int32)
-            ids[0, : len(history)] = history
-            return forward(ids)[0, len(history) - 1]
-
-    assert got == FullForward().continue_ids(list(b"ROMEO:"), settings)
-    # A cleared history restarts from the empty state.
-    assert fast.continue_ids(list(b"ROMEO:"), settings) == got

@@ -94,7 +94,7 @@ for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny
     if cfg.model.name == "mamba":
         cfg.model.d_model = 16
     family = cfg.name if cfg.name == "gpt2_speedrun" else cfg.model.name
-    model, opt = models.build(cfg.model), optimizer.make_optimizer(cfg.train)
+    model, opt = models.build(cfg.model), optimizer.make_optimizer(cfg.train, models.family_of(cfg.model))
     params = jax.device_get(models.init_variables(model, jax.random.key(0)))
     host_state = step.TrainState(np.zeros((), np.int32), params, jax.device_get(opt.init(params)))
 
@@ -103,7 +103,7 @@ for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny
     def run(m, state, first, last, shardings=None):
         key = None if m is None else (tuple(m.devices.flat), tuple(m.shape.items()))
         if key not in compiled:  # (the optimizer's own layout on this mesh: the same state either way)
-            mesh_opt = optimizer.make_optimizer(cfg.train, m)
+            mesh_opt = optimizer.make_optimizer(cfg.train, models.family_of(cfg.model), m)
             compiled[key] = step.make_steps(model, mesh_opt, B, L, device_mesh=m, state_shardings=shardings)[0]
         train_step = compiled[key]
         make = step.batch_maker(ids, L, B, m)

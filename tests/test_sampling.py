@@ -7,20 +7,19 @@ import pytest
 from bytelm import models
 from bytelm.data import tokenizer
 from bytelm.errors import UsageError
-from bytelm.models.transformer import GPT2, GPT2Config
 from bytelm.sampling import choice
 from bytelm.sampling.choice import adjust_logits, choose_token
 from bytelm.sampling.decoders import sample_text
-from bytelm.sampling.reference import WindowSampler
+from bytelm.sampling.reference import ReferenceSampler
 from bytelm.sampling.settings import SampleSettings
 from conftest import normal, one_hot
 
-SMALL = GPT2Config(seq_len=16, num_layers=2, num_heads=2, head_dim=8, ffn_hidden=32)
+SMALL = {"name": "gpt2", "seq_len": 16, "num_layers": 2, "num_heads": 2, "head_dim": 8, "ffn_hidden": 32}
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    model = GPT2(SMALL)
+    model = models.build(SMALL)
     return model, models.init_variables(model, jax.random.key(0))
 
 
@@ -104,12 +103,12 @@ def test_same_settings_give_the_same_text_and_run_past_the_window(small_model):
     # Past the window, by ids: 40 new bytes after 6, and only the last seq_len ids (and the repeat
     # window, within them) decide the next byte: histories that differ only before them go on alike.
     history = list(b"ROMEO:")
-    new = WindowSampler(model, variables).continue_ids(history, s)
+    new = ReferenceSampler(model, variables).continue_ids(history, s)
     assert len(new) == 40 and len(history) == 46 > model.config.seq_len >= s.repeat_window
     tail, s10 = history[-model.config.seq_len :], dataclasses.replace(s, generate=10)
-    one = WindowSampler(model, variables).continue_ids([1] * 20 + tail, s10, start_index=40)
-    two = WindowSampler(model, variables).continue_ids([2] * 20 + tail, s10, start_index=40)
-    assert one == two and one != WindowSampler(model, variables).continue_ids([1] * 20 + tail[1:] + [3], s10)
+    one = ReferenceSampler(model, variables).continue_ids([1] * 20 + tail, s10, start_index=40)
+    two = ReferenceSampler(model, variables).continue_ids([2] * 20 + tail, s10, start_index=40)
+    assert one == two and one != ReferenceSampler(model, variables).continue_ids([1] * 20 + tail[1:] + [3], s10)
     assert tokenizer.decode(new) == a  # and the text is those bytes
 
 
@@ -124,7 +123,7 @@ def test_streamed_text_equals_returned_text(small_model):
 
 def test_reference_sampler_logits_equal_the_full_forward_at_the_last_position(small_model):
     model, variables = small_model
-    sampler = WindowSampler(model, variables)
+    sampler = ReferenceSampler(model, variables)
     history = list(range(60, 80))  # 20 ids: the window holds the last 16
     forward = jax.jit(model.apply)
     full = forward(variables, one_hot([history[-16:]]))[0, -1]

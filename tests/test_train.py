@@ -29,7 +29,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 def test_weight_decay_touches_matrices_only():
     tc = load_config("gpt2_tiny").train
-    opt = optimizer.make_optimizer(tc)
+    opt = optimizer.make_optimizer(tc, models.family("gpt2"))
     params = {"w": jnp.ones((3, 3)), "b": jnp.ones(3)}
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = opt.update(zero, opt.init(params), params)
@@ -55,21 +55,21 @@ def test_an_unknown_optimizer_or_schedule_is_a_config_error():
         tc = load_config("gpt2_tiny").train
         tc[field] = value
         with pytest.raises(ConfigError, match=f"train.{field}"):
-            optimizer.make_optimizer(tc)
+            optimizer.make_optimizer(tc, models.family("gpt2"))
 
 
 def test_muon_updates_the_hidden_matrices_and_adamw_the_rest():
     cfg = load_config("gpt2_tiny")
     cfg.train.optimizer, cfg.model.num_layers = "muon", 2
     params = models.abstract_variables(models.build(cfg.model))
-    groups = optimizer.leaf_groups(params)
+    groups = optimizer.leaf_groups(params, models.family_of(cfg.model))
     hidden = {f"params/h_{i}/{m}/kernel" for i in range(2) for m in ("attn/qkv", "attn/proj", "mlp/fc", "mlp/proj")}
     assert set(groups["muon"]) == hidden
     assert {"params/wte", "params/wpe", "params/ln_f/scale", "params/h_0/attn/qkv/bias"} <= set(groups["adamw"])
     assert len(groups["muon"]) + len(groups["adamw"]) == len(jax.tree_util.tree_leaves(params))
     # Muon's update of a matrix is orthogonalised: its singular values are all about equal, unlike the
     # gradient's; AdamW's leaves move by about lr per element on the first step.
-    opt = optimizer.make_optimizer(cfg.train)
+    opt = optimizer.make_optimizer(cfg.train, models.family_of(cfg.model))
     params = models.init_variables(models.build(cfg.model), jax.random.key(0))
     grads = jax.tree_util.tree_map(
         lambda p: jnp.asarray(normal(p.size, p.shape)) * jnp.linspace(0.1, 3, p.shape[-1]), params
@@ -89,15 +89,17 @@ def test_muon_on_stacks_equals_optax_muon_leaf_by_leaf():
     cfg = load_config("gpt2_speedrun")
     cfg.model.num_layers, tc = 2, cfg.train  # (two of each shape: stacks of 2)
     params = models.init_variables(models.build(cfg.model), jax.random.key(0))
+    family = models.family_of(cfg.model)
+    hidden = lambda path, x: family.hidden_matrix(optimizer.leaf_keys(path), x.shape)
     dims = lambda p: jax.tree_util.tree_map_with_path(
-        lambda k, x: contrib.MuonDimensionNumbers() if optimizer.is_hidden_matrix(k, x) else None, p
+        lambda k, x: contrib.MuonDimensionNumbers() if hidden(k, x) else None, p
     )
     ref = optax.chain(optax.clip_by_global_norm(tc.grad_clip), contrib.muon(
         optimizer.lr_schedule(tc, tc.muon_lr), beta=tc.muon_beta, ns_steps=tc.muon_ns_steps,
         weight_decay=tc.weight_decay, adam_learning_rate=optimizer.lr_schedule(tc), adam_b1=tc.beta1,
         adam_b2=tc.beta2, adam_weight_decay=0.0, muon_weight_dimension_numbers=dims,
     ))  # fmt: skip
-    fast = optimizer.make_optimizer(tc)
+    fast = optimizer.make_optimizer(tc, family)
     state_fast, state_ref, p_fast, p_ref = jax.jit(fast.init)(params), jax.jit(ref.init)(params), params, params
     for i in range(2):
         grads = jax.tree_util.tree_map(lambda x, i=i: jnp.sin(x * (i + 3)) + 0.01, p_fast)
@@ -127,7 +129,7 @@ def test_evaluate_matches_a_window_by_window_reference(monkeypatch, in_flight):
     params = models.init_variables(model, jax.random.key(2))
     ids = np.random.default_rng(3).integers(0, 256, size=300).astype(np.uint8)  # 19 tiles, the last short
     starts = batches.eval_starts(ids.size, 16, 0)
-    _, eval_step = step.make_steps(model, optimizer.make_optimizer(load_config("gpt2_tiny").train), 8, 16)
+    _, eval_step = step.make_steps(model, None, 8, 16)
     ev = evaluation.evaluate(eval_step, params, step.batch_maker(ids, 16, 8), starts, 8)
     per_window, total, count = [], 0.0, 0.0
     forward = jax.jit(model.apply)
@@ -147,7 +149,7 @@ def test_evaluate_matches_a_window_by_window_reference(monkeypatch, in_flight):
 def test_a_wrong_batch_fails_at_the_first_step_naming_the_expected_shape():
     cfg = load_config("gpt2_tiny")
     model = models.build(cfg.model)
-    opt = optimizer.make_optimizer(cfg.train)
+    opt = optimizer.make_optimizer(cfg.train, models.family_of(cfg.model))
     params = models.init_variables(model, jax.random.key(0))
     state = step.TrainState(jnp.zeros((), jnp.int32), params, opt.init(params))
     train_step, _ = step.make_steps(model, opt, batch_size=12, seq_len=64)

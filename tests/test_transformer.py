@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bytelm import config_base, models
+from bytelm import models
 from bytelm.artifacts import param_pack
 from bytelm.errors import ConfigError
-from bytelm.models import transformer
-from bytelm.models.transformer import GPT2, GPT2Config, causal_attention
+from bytelm.models import decoding
+from bytelm.models.gpt2 import ARCHITECTURE_OPTIONS, GPT2Config, transformer
+from bytelm.models.gpt2.transformer import GPT2, causal_attention
 from bytelm.parallel import runtime
 from conftest import byte_ids, load_config, normal, one_hot, rel_err
 
@@ -128,24 +129,28 @@ def test_bfloat16_compute_keeps_float32_parameters_gradients_and_logits():
     assert float(np.abs(logits - logits_ref).max()) < 0.02 * float(logits_ref.std()) + 1e-3
     grads = jax.jit(jax.grad(lambda v: fast.apply(v, x).sum()))(variables)
     chex.assert_trees_all_equal_dtypes(grads, variables)
-    cache = transformer.empty_cache(SMALL, 3)  # cached decoding works in bfloat16 too, into a float32 cache
-    step_logits, cache = jax.jit(functools.partial(fast.apply, method=fast.decode))(variables, x[:, :4], cache, 0)
-    chex.assert_type([step_logits, cache[0].k], [jnp.float32, jnp.float32])
-    assert float(np.abs(np.asarray(step_logits) - logits_ref[:, :4]).max()) < 0.02 * float(logits_ref.std()) + 1e-3
+    # Cached decoding works in bfloat16 too, into a float32 cache.
+    ids = np.argmax(x[:, :4], axis=-1).astype(np.int32)
+    step_logits, cache = jax.jit(functools.partial(decoding.prefill, fast))(variables, ids, 4)
+    chex.assert_type([step_logits, cache.layers[0].k], [jnp.float32, jnp.float32])
+    assert float(np.abs(np.asarray(step_logits) - logits_ref[:, 3]).max()) < 0.02 * float(logits_ref.std()) + 1e-3
 
 
 def test_fast_kernels_fall_back_on_a_cpu_with_one_line():
     cfg = load_config("gpt2_tiny")
-    assert runtime.model_kernels(cfg) == ({}, None)  # off by default
+    gpt2 = models.family_of(cfg.model)
+    assert runtime.model_kernels(cfg, gpt2) == ({}, None)  # off by default
     cfg.runtime.fast_kernels = True
-    kernels, warning = runtime.model_kernels(cfg)
+    kernels, warning = runtime.model_kernels(cfg, gpt2)
     assert kernels == {} and "no cuDNN attention on the cpu backend" in warning and "\n" not in warning
     problem = runtime._cudnn_attention_problem((1, 64, 4, 32))  # what a GPU without cuDNN would be told
     assert problem and "\n" not in problem
-    cfg.model.name = "mamba"
-    assert runtime.model_kernels(cfg)[1].startswith("runtime.fast_kernels applies to gpt2 only")
-    with pytest.raises(ConfigError, match="gpt2 only"):
-        models.build(cfg.model, compute_dtype="bfloat16")
+    mamba = load_config("mamba_tiny")
+    mamba.runtime.fast_kernels = True
+    warning = runtime.model_kernels(mamba, models.family_of(mamba.model))[1]
+    assert warning == "runtime.fast_kernels applies to fused attention, which mamba has not; using its defaults"
+    with pytest.raises(ConfigError, match="kernel options compute_dtype do not apply to model.name='mamba'"):
+        models.build(mamba.model, compute_dtype="bfloat16")
     with pytest.raises(ConfigError, match="compute dtype 'float16'"):
         models.build(load_config("gpt2_tiny").model, compute_dtype="float16")
 
@@ -179,8 +184,11 @@ def _shapes(config: GPT2Config) -> dict[str, tuple]:
 
 
 def test_the_default_options_are_gpt2_and_each_option_changes_only_its_own_parameters():
-    assert config_base.GPT2_ARCHITECTURE == transformer.ARCHITECTURE_DEFAULTS  # (configs load before JAX)
-    assert GPT2Config.from_config(load_config("gpt2_tiny").model).is_gpt2()
+    tiny = load_config("gpt2_tiny").model  # a config file's model section: every option, at GPT-2's values
+    assert {k: tiny[k] for k in ARCHITECTURE_OPTIONS} == {
+        k: models.family("gpt2").defaults()[k] for k in ARCHITECTURE_OPTIONS
+    }
+    assert models.family_of(tiny).config(tiny).is_gpt2()
     gpt2 = _shapes(SMALL)
     assert SMALL.is_gpt2() and not dataclasses.replace(SMALL, qk_norm=True).is_gpt2()
     assert set(_shapes(dataclasses.replace(SMALL, positions="rope"))) == set(gpt2) - {"params/wpe"}
@@ -275,15 +283,15 @@ def test_cached_decoding_equals_the_full_forward_for_every_option(options):
     model = GPT2(dataclasses.replace(SMALL, num_layers=1, **options))  # (one block: a compile is seconds)
     variables = models.init_variables(model, jax.random.key(1))
     ids = byte_ids(2, (2, 16))
-    full = jax.jit(model.apply)(variables, one_hot(ids))
-    step = jax.jit(lambda v, x, c, p: model.apply(v, x, c, p, method=model.decode))
-    logits, cache = step(variables, one_hot(ids[:, :3]), transformer.empty_cache(model.config, 2), 0)
+    full = np.asarray(jax.jit(model.apply)(variables, one_hot(ids)))
+    step = jax.jit(functools.partial(decoding.step, model))
+    logits, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, ids[:, :4], 3)  # 3 of 4 ids
     got = [np.asarray(logits)]
-    for t in range(3, 16):
-        logits, cache = step(variables, one_hot(ids[:, t : t + 1]), cache, t)
+    for t in range(3, 15):
+        logits, cache = step(variables, ids[:, t], cache)
         got.append(np.asarray(logits))
-    got = np.concatenate(got, axis=1)
-    assert rel_err(got, full) < 1e-5 if np.any(np.asarray(full)) else np.array_equal(got, full)
+    got = np.stack(got, axis=1)  # the logits after positions 2..14
+    assert rel_err(got, full[:, 2:15]) < 1e-5 if np.any(full) else np.array_equal(got, full[:, 2:15])
 
 
 def test_bad_architecture_options_are_config_errors():

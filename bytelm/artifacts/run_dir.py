@@ -50,14 +50,12 @@ RESUMABLE_FIELDS = (
 
 
 # Fields added after runs were made, each with the value that does what those runs did: a saved
-# config without one reads as having it, so that an older run still resumes.
+# config without one reads as having it, so that an older run still resumes. (A model family's own
+# added fields are its options' defaults: the caller passes them to `config_differences`.)
 ADDED_FIELDS = {"data.format": "", "data.test_fraction": 0.0, "data.train_bytes": 0, "data.val_bytes": 0,
                 "data.test_bytes": 0, "train.optimizer": "adamw", "train.schedule": "cosine",
-                "train.muon_lr": 0.02, "train.muon_beta": 0.95, "train.muon_ns_steps": 5, "train.decay_fraction": 0.2,
-                # GPT-2's architecture options (bytelm.models.transformer.ARCHITECTURE_DEFAULTS), GPT-2 configs only
-                "model.positions": "learned", "model.rope_base": 10000.0, "model.norm": "layernorm",
-                "model.activation": "gelu", "model.qk_norm": False, "model.biases": True, "model.tied_head": True,
-                "model.zero_init": False}  # fmt: skip
+                "train.muon_lr": 0.02, "train.muon_beta": 0.95, "train.muon_ns_steps": 5,
+                "train.decay_fraction": 0.2}  # fmt: skip
 
 
 def prepare(workdir: str | Path, overwrite: bool) -> Path:
@@ -92,11 +90,13 @@ def _resumable(field: str) -> bool:
     return any(field == f or (f.endswith(".*") and field.startswith(f[:-1])) for f in RESUMABLE_FIELDS)
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
+def config_differences(saved: dict, current: dict, added: dict | None = None) -> list[str]:
     """`field: saved → current` for every field outside `RESUMABLE_FIELDS` that differs (or is in only
-    one of the two; `ADDED_FIELDS` missing from `saved` read as their old behaviour), sorted by field."""
+    one of the two), sorted by field. Fields missing from `saved` that `ADDED_FIELDS` or `added`
+    (the model family's option defaults, as `model.<field>`) name read as their old behaviour."""
     b = _flat(current)
-    a = {**{k: v for k, v in ADDED_FIELDS.items() if k in b}, **_flat(saved)}
+    old = {**ADDED_FIELDS, **(added or {})}
+    a = {**{k: v for k, v in old.items() if k in b}, **_flat(saved)}
     show = lambda flat, k: repr(flat[k]) if k in flat else "(absent)"
     return [
         f"{k}: {show(a, k)} → {show(b, k)}"

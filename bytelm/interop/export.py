@@ -50,7 +50,7 @@ def _export_files(config: dict, flat: dict, summary: dict) -> dict[str, object]:
     """Every file of the folder: name → JSON-ready dict, text, or (for the weights) the tensors."""
     m = config["model"]
     hf = huggingface.hf_config(m) | {huggingface.BYTELM_KEY: json_safe(config)}
-    window = int(m["seq_len"]) if m["name"] == "gpt2" else None  # Mamba has no length limit
+    window = models.build(m).max_context  # None: no length limit (a recurrent model)
     generation = huggingface.generation_config(config["sample"])
     architecture = hf["architectures"][0]
     return {

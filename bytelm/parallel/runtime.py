@@ -65,23 +65,25 @@ def compilation_cache_dir(configured: str, explicit: bool, env: dict[str, str]) 
     return os.path.expanduser(from_env)
 
 
-def model_kernels(config) -> tuple[dict[str, str], str | None]:
+def model_kernels(config, family) -> tuple[dict[str, str], str | None]:
     """The `models.build` kernel options `config.runtime.fast_kernels` asks for on this backend, and a
-    one-line warning when they fall back.
+    one-line warning when they fall back. `family` is the model's (`bytelm.models.family_of`).
 
     Fast kernels are cuDNN's fused attention with bfloat16 matmuls (float32 parameters, optimizer
-    state, residual stream and softmax). Without cuDNN attention on a GPU they fall back to XLA's
-    attention, still in bfloat16; on a CPU to the default float32 kernels, because this repository's
-    CPUs have no bfloat16 units (BENCHMARKS.md, Choices: matmul dtype)."""
+    state, residual stream and softmax), for families that declare attention kernels. Without cuDNN
+    attention on a GPU they fall back to XLA's attention, still in bfloat16; on a CPU to the default
+    float32 kernels, because this repository's CPUs have no bfloat16 units (BENCHMARKS.md, Choices:
+    matmul dtype)."""
     if not config.runtime.get("fast_kernels", False):
         return {}, None
-    if config.model.name != "gpt2":
-        return {}, f"runtime.fast_kernels applies to gpt2 only; {config.model.name} runs with its default kernels"
+    layout = family.attention_layout(family.config(config.model))
+    if layout is None:
+        return {}, f"runtime.fast_kernels applies to fused attention, which {family.name} has not; using its defaults"
     backend = jax.default_backend()
     if backend != "gpu":
         return {}, f"runtime.fast_kernels: no cuDNN attention on the {backend} backend; using the float32 defaults"
-    m = config.model
-    reason = _cudnn_attention_problem((1, m.seq_len, m.num_heads, m.head_dim))
+    seq_len, heads, head_dim = layout
+    reason = _cudnn_attention_problem((1, seq_len, heads, head_dim))
     if reason:
         return {"attention": "xla", "compute_dtype": "bfloat16"}, (
             f"runtime.fast_kernels: cuDNN attention unavailable ({reason}); using XLA attention in bfloat16"

@@ -4,32 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import flax.linen as nn
-
-from bytelm import models
 from bytelm.data import tokenizer
 from bytelm.errors import UsageError
 from bytelm.sampling.fast import FastSampler
-from bytelm.sampling.reference import RecurrentSampler, WindowSampler
+from bytelm.sampling.reference import ReferenceSampler
 from bytelm.sampling.sampler import Sampler
 from bytelm.sampling.settings import DECODERS, SampleSettings
 
 
-def make_sampler(model: nn.Module, variables, decode: str = "fast", stream_chunk: int = 16) -> Sampler:
+def make_sampler(model, variables, decode: str = "fast", stream_chunk: int = 16) -> Sampler:
     """The decoder `decode` for `model` and its `variables`; every decoder gives the same bytes.
 
-    `'fast'`: cached decoding in one compiled loop, streaming `stream_chunk` bytes at a time.
-    `'reference'`: the plain Python loop, one model call per byte (recurrent steps for Mamba, the
-    window re-run for GPT-2)."""
+    `'fast'`: the decoding protocol in one compiled loop, streaming `stream_chunk` bytes at a time.
+    `'reference'`: the plain Python loop, one forward pass over the context per byte."""
     if decode == "fast":
         return FastSampler(model, variables, chunk=stream_chunk)
     if decode == "reference":
-        return RecurrentSampler(model, variables) if models.is_recurrent(model) else WindowSampler(model, variables)
+        return ReferenceSampler(model, variables)
     raise UsageError(f"unknown decode {decode!r}: choose one of {', '.join(DECODERS)}")
 
 
 def sample_text(
-    model: nn.Module,
+    model,
     variables,
     prompt: str | bytes,
     settings: SampleSettings,

@@ -1,127 +1,80 @@
-"""Fast generation: cached decoding inside one compiled loop, the same bytes as the reference.
+"""Fast generation: the decoding protocol inside one compiled loop, the same bytes as the reference.
 
-The reference decoders (`reference.py`) call the model from Python once per byte. Here the prompt
-runs once (prefill) and each new byte is one cheap decode step; the model step, the repeat penalty,
-temperature, top-k and the draw all run inside a jitted `jax.lax.fori_loop`, with no Python work
-per byte. The per-byte choice is the reference's own `choice.choose_token`, so for the same
-checkpoint, settings and seed the text is the reference's, byte for byte (the cached logits differ
-from the full forward only by float rounding; the tests bound it).
+The reference decoder (`reference.py`) runs the model's plain forward pass over the context, from
+Python, once per byte. Here the prompt runs once (`prefill`) and each new byte is one `step` of the
+model's decoding protocol (`bytelm.models.decoding`), inside a jitted `jax.lax.fori_loop` together
+with the choice of the byte: the repeat penalty, temperature, top-k and the draw are the reference's
+own `choice.choose_token`, so for the same weights, settings and seed the text is the reference's,
+byte for byte (the cached logits differ from the full forward only by float rounding; the tests bound
+it). What a step costs is the family's business: for GPT-2 attention over its cached keys and values
+while the context fits its window (a forward pass over the window past it), for Mamba one recurrent
+step whatever the context.
 
-- GPT-2: keys and values are cached; a byte costs attention over the cache (O(context)) instead of
-  a forward pass over the window (O(context²)). Positions are absolute and learned, so once the
-  context outgrows `seq_len` every position shifts and the cache no longer holds: from there each
-  byte re-runs the cropped window inside the loop, exactly as the reference does, at the
-  reference's cost per byte (minus the Python overhead).
-- Mamba: one recurrent step per byte from a fixed-size state, whatever the context length.
+The loop's state, for N samples at once:
 
-Streaming: the loop runs `chunk` bytes per call (the bounds are traced, so any chunk size shares
-one compilation) and the host prints after each call; the first call makes a single byte, so the
-first byte shows after the prefill and one step. A host callback per byte was the alternative;
-chunks keep host round trips out of the loop.
-Batches: sample i of `num_samples` uses seed `seed + i`, so it is exactly the text the reference
-gives with `--seed=seed+i`.
+    history  int32 `[N, capacity]`  each row's prompt and the bytes generated so far
+    logits   float32 `[N, V]`       the logits for the next byte
+    cache    the model's decoding state after `history`
+
+Compiled programs: the prompt is padded to a power of two for `prefill` and `history` to one for the
+loop, and the loop's bounds, the prompt's length, the seeds and the token indices are traced, so
+nearby lengths and every seed share one compilation.
+Streaming: the loop runs `chunk` bytes per call and the host passes on each call's bytes; the first
+call makes a single byte, so it shows after the prefill and one step. (A host callback per byte was
+the alternative; chunks keep host round trips out of the loop.)
+Batches: sample i of `num_samples` uses seed `seed + i`, so it is exactly the text the reference gives
+with `--seed=seed+i`.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bytelm import models
-from bytelm.data.tokenizer import VOCAB_SIZE, one_hot
+from bytelm.models import decoding
 from bytelm.sampling.choice import choose_token
-from bytelm.sampling.sampler import Sampler
+from bytelm.sampling.sampler import Sampler, padded
 from bytelm.sampling.settings import SampleSettings
 
 
-def _bucket(n: int) -> int:
-    """Rounds a length up to a power of two (at least 16), so lengths close to each other share a compile."""
-    return 1 << max(4, math.ceil(math.log2(max(n, 1))))
-
-
-def _one_hot(ids):
-    return one_hot(ids, jnp)
+def recent_ids(history_NxC: jax.Array, position: jax.Array, window: int) -> jax.Array:
+    """The `window` ids before `position` in every row, `[N, window]`, −1 where the history is shorter."""
+    index_W = position - window + jnp.arange(window)
+    taken = jnp.take(history_NxC, jnp.maximum(index_W, 0), axis=1)
+    return jnp.where(index_W >= 0, taken, -1)
 
 
 class FastSampler(Sampler):
     """Compiled generation for one model (`Sampler.generate`: `[num_samples, generate]` int32 ids)."""
 
-    def __init__(self, model: nn.Module, variables, *, chunk: int = 16):
+    def __init__(self, model, variables, *, chunk: int = 16):
         self.model, self.variables, self.chunk = model, variables, chunk
-        self.recurrent = models.is_recurrent(model)
-        self._prefill = jax.jit(self._prefill_impl, static_argnames="length")
-        self._run_chunk = jax.jit(self._run_chunk_impl, static_argnames="settings")
+        self._prefill = jax.jit(functools.partial(decoding.prefill, model))
+        self._generate_bytes = jax.jit(self._generate_bytes_impl, static_argnames="settings")
 
-    # --- the model-specific pieces: prefill the prompt, then the logits after one new token -----
+    def _generate_bytes_impl(self, variables, state, first, stop, prompt_length, start_index, seeds_N, settings):
+        """Generates bytes first..stop−1 of every row (byte k at position `prompt_length + k`), in one
+        loop; returns the new state."""
+        # One choice per row, each with its own seed; the token index is shared.
+        choose = jax.vmap(
+            lambda logits, recent, seed, index: choose_token(logits, recent, index, settings, seed),
+            in_axes=(0, 0, 0, None),
+        )
 
-    def _prefill_impl(self, variables, buf_NxT, P, length: int = 0):
-        """Logits `[N, V]` for the byte after the prompt `buf[:, :P]`, and the decoding state.
+        def generate_one(k, state):
+            history, logits, cache = state
+            position = prompt_length + k
+            recent = recent_ids(history, position, settings.repeat_window)
+            token_N = choose(logits, recent, seeds_N, start_index + k)
+            history = jax.lax.dynamic_update_slice_in_dim(history, token_N[:, None], position, axis=1)
+            logits, cache = decoding.step(self.model, variables, token_N, cache)
+            return history, logits, cache
 
-        A window model runs one cached forward over `length` positions: the prompt's length rounded
-        up (so a short prompt costs little), or the last `seq_len` ids of a longer prompt."""
-        N = buf_NxT.shape[0]
-        cache = models.empty_cache(self.model, N)
-        if self.recurrent:
-
-            def body(t, carry):
-                _, cache = carry
-                tok = jax.lax.dynamic_slice_in_dim(buf_NxT, t, 1, axis=1)[:, 0]
-                return self.model.apply(variables, _one_hot(tok), cache, method=self.model.step)
-
-            init = (jnp.zeros((N, VOCAB_SIZE), jnp.float32), cache)
-            return jax.lax.fori_loop(0, P, body, init)
-        L = self.model.config.seq_len
-        start = jnp.maximum(P - L, 0)  # a prompt longer than the window is cropped, as the reference does
-        window = jax.lax.dynamic_slice_in_dim(buf_NxT, start, length, axis=1)
-        logits, cache = self.model.apply(variables, _one_hot(window), cache, 0, method=self.model.decode)
-        # Causal: the padding after the prompt cannot reach position P − 1; its keys and values in the
-        # cache are overwritten by the generated bytes before any query can see them.
-        return jax.lax.dynamic_index_in_dim(logits, jnp.minimum(P, L) - 1, axis=1, keepdims=False), cache
-
-    def _next_logits(self, variables, buf_NxT, tok_N, p, cache):
-        """Logits after the byte `tok_N` written at position `p` (so the context is `buf[:, :p+1]`)."""
-        if self.recurrent:
-            return self.model.apply(variables, _one_hot(tok_N), cache, method=self.model.step)
-        L = self.model.config.seq_len
-
-        def cached(cache):
-            logits, cache = self.model.apply(variables, _one_hot(tok_N[:, None]), cache, p, method=self.model.decode)
-            return logits[:, 0], cache
-
-        def window(cache):  # past seq_len the cache no longer holds: re-run the cropped window
-            ids = jax.lax.dynamic_slice_in_dim(buf_NxT, p + 1 - L, L, axis=1)
-            return self.model.apply(variables, _one_hot(ids))[:, -1], cache
-
-        return jax.lax.cond(p < L, cached, window, cache)
-
-    # --- the loop ------------------------------------------------------------------------------
-
-    def _run_chunk_impl(self, variables, state, k0, k1, P, start_index, seeds_N, settings: SampleSettings):
-        """Generates the bytes k0..k1−1 (each at position P + k) in one loop; the bounds are traced,
-        so chunks of any size share one compilation."""
-        W = settings.repeat_window
-
-        def choose_one(logits_V, recent_W, seed, index):
-            return choose_token(logits_V, recent_W, index, settings, seed)
-
-        choose = jax.vmap(choose_one, in_axes=(0, 0, 0, None))  # a row per sample, each with its own seed
-
-        def body(k, state):
-            buf, logits, cache = state
-            p = P + k
-            idx_W = p - W + jnp.arange(W)
-            recent = jnp.where(idx_W >= 0, jnp.take(buf, jnp.maximum(idx_W, 0), axis=1), -1)
-            tok = choose(logits, recent, seeds_N, start_index + k)
-            buf = jax.lax.dynamic_update_slice_in_dim(buf, tok[:, None], p, axis=1)
-            logits, cache = self._next_logits(variables, buf, tok, p, cache)
-            return buf, logits, cache
-
-        return jax.lax.fori_loop(k0, k1, body, state)
+        return jax.lax.fori_loop(first, stop, generate_one, state)
 
     def generate(
         self,
@@ -138,25 +91,20 @@ class FastSampler(Sampler):
         the first byte alone, so it shows after the prefill and one step, then `chunk` at a time.
         The byte generated k-th uses token index `start_index + k`.
         """
-        G, P = settings.generate, len(prompt_ids)
-        if G == 0:
+        count, prompt_length = settings.generate, len(prompt_ids)
+        if count == 0:
             return np.zeros((num_samples, 0), np.int32)
-        L = 0 if self.recurrent else self.model.config.seq_len
-        length = min(_bucket(P), L) if P <= L else L  # the prefill's (static) window length
-        # The whole history's buffer, rounded up too: prompts and lengths close to each other share the
-        # compiled prefill and loop (the loop writes position P + k and reads no further).
-        buf = np.zeros((num_samples, _bucket(max(_bucket(P), L) + G)), np.int32)
-        buf[:, :P] = np.asarray(prompt_ids, np.int32)
-        buf = jnp.asarray(buf)  # one host-to-device copy, shared by the prefill and the loop state
-        logits, cache = self._prefill(self.variables, buf, np.int32(P), length=length)
-        state = (buf, logits, cache)
+        history = np.zeros((num_samples, padded(padded(prompt_length) + count)), np.int32)
+        history[:, :prompt_length] = np.asarray(prompt_ids, np.int32)
+        logits, cache = self._prefill(self.variables, history[:, : padded(prompt_length)], np.int32(prompt_length))
+        state = (jnp.asarray(history), logits, cache)
         seeds = np.arange(num_samples, dtype=np.int32) + settings.seed
-        bounds = [0, *range(1, G, self.chunk), G]
+        bounds = [0, *range(1, count, self.chunk), count]
         out = []
-        for k0, k1 in zip(bounds[:-1], bounds[1:], strict=True):
-            args = (np.int32(k0), np.int32(k1), np.int32(P), np.int32(start_index), seeds)
-            state = self._run_chunk(self.variables, state, *args, settings.traced_part())
-            new = np.asarray(state[0][:, P + k0 : P + k1])
+        for first, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            traced = (np.int32(first), np.int32(stop), np.int32(prompt_length), np.int32(start_index), seeds)
+            state = self._generate_bytes(self.variables, state, *traced, settings.static_part())
+            new = np.asarray(state[0][:, prompt_length + first : prompt_length + stop])
             out.append(new)
             if on_ids is not None:
                 on_ids(new)

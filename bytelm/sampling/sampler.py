@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from bytelm.sampling.settings import SampleSettings
+
+
+def padded(n: int) -> int:
+    """`n` rounded up to a power of two (at least 16): the static lengths that nearby lengths share, so
+    that a decoder compiles a few programs rather than one per length."""
+    return 1 << max(4, math.ceil(math.log2(max(n, 1))))
 
 
 class Sampler(abc.ABC):

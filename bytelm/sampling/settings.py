@@ -53,8 +53,9 @@ class SampleSettings:
         if self.generate > 0 and len(prompt) == 0:
             raise UsageError("the prompt is empty: give at least one byte to continue (e.g. --prompt='ROMEO:')")
 
-    def traced_part(self) -> SampleSettings:
-        """These settings with `generate` and `seed` zeroed: what a compiled decoder is specialised on.
+    def static_part(self) -> SampleSettings:
+        """These settings with `generate` and `seed` zeroed: the static argument a compiled decoder is
+        specialised on.
 
         Neither changes the traced program (the seed reaches it as an array, the length as loop
         bounds), so a new seed or length reuses the compiled loop instead of compiling another."""

@@ -51,8 +51,9 @@ class StepRecorder:
     of a process counts as compile time (compiling overlapped with the step-0 evaluation, plus its first
     run); `pause()` after an evaluation or a save keeps that time out of the training time."""
 
-    def __init__(self, history: History, schedule, tokens_per_step: int, start: int, compile_s: float):
-        self.history, self.schedule, self.tokens_per_step = history, schedule, tokens_per_step
+    def __init__(self, history: History, rates, tokens_per_step: int, start: int, compile_s: float):
+        # rates: count → {'lr': …[, 'muon_lr': …]} (`optimizer.logged_rates`)
+        self.history, self.rates, self.tokens_per_step = history, rates, tokens_per_step
         self.start, self.compile_s = start, compile_s
         self.t0 = self.t_last = time.perf_counter()
 
@@ -82,7 +83,7 @@ class StepRecorder:
         rec = {
             "step": step,
             "loss": loss,
-            "lr": float(self.schedule(step - 1)),
+            **{name: float(rate) for name, rate in self.rates(step - 1).items()},
             "grad_norm": gnorm,
             "tokens_per_s": self.tokens_per_step / dt,
             "wall_s": timing["wall_offset"] + now - self.t0,

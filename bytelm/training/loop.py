@@ -99,8 +99,8 @@ def train_and_evaluate(
         del params  # (the state holds what training needs; the host copy can go)
         train_step = compiling.result()  # compiled for these shapes and shardings
         tokens_per_step = tc.batch_size * config.model.seq_len
-        schedule = jax.jit(optimizer.lr_schedule(tc))  # for the log; op by op it is a dozen programs
-        recorder = history.StepRecorder(log, schedule, tokens_per_step, start, compiling.seconds)
+        rates = jax.jit(optimizer.logged_rates(tc))  # for the log; op by op it is a dozen programs
+        recorder = history.StepRecorder(log, rates, tokens_per_step, start, compiling.seconds)
         progress = stack.enter_context(Progress(tc.progress, tc.steps, tc.log_every, out, initial=start))
         signals = stack.enter_context(StopSignals())
         state = _train(job, train_step, state, start, log, mngr, recorder, progress, signals)
@@ -114,7 +114,7 @@ def _silent(text: str) -> None:
 
 def _model(config, out) -> tuple[object, dict]:
     """The model (its config checked) and the kernels `runtime.fast_kernels` gets on this backend."""
-    kernels, kernel_warning = runtime.model_kernels(config)
+    kernels, kernel_warning = runtime.model_kernels(config, models.family_of(config.model))
     if kernel_warning:
         out(f"warning: {kernel_warning}")
     return models.build(config.model, **kernels), kernels
@@ -143,7 +143,8 @@ def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
     tc, seq_len = config.train, config.model.seq_len
     params = initial_params(config, model, jax.random.key(tc.seed))  # the same in every process
     device_mesh = mesh.make_mesh(config.runtime.mesh)
-    opt = optimizer.make_optimizer(tc, device_mesh)
+    family = models.family_of(config.model)
+    opt = optimizer.make_optimizer(tc, family, device_mesh)
     state, shardings = step.place_state(params, opt, device_mesh, config.runtime.fsdp_min_size)
     train_step, eval_step = step.make_steps(
         model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, device_mesh, shardings
@@ -159,7 +160,7 @@ def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
     )  # fmt: skip
     out(_describe(job, models.count_params(params)))
     if tc.optimizer == "muon":
-        groups = optimizer.leaf_groups(params)
+        groups = optimizer.leaf_groups(params, family)
         out(f"optimizer muon on {len(groups['muon'])} hidden matrices ({_span(groups['muon'])}); adamw on the "
             f"other {len(groups['adamw'])} leaves ({_span(groups['adamw'])})")  # fmt: skip
     if data.checks:
@@ -295,7 +296,8 @@ def _finish(job: Job, state, log, train_wall: float, resume_step, t_start: float
     summary["resumed_from_step"] = resume_step
     summary["optimizer"] = {"name": c.train.optimizer, "schedule": c.train.schedule}
     if c.train.optimizer == "muon":
-        summary["optimizer"] |= optimizer.leaf_groups(final_params)  # which leaf each optimizer updates
+        # which leaf each optimizer updates
+        summary["optimizer"] |= optimizer.leaf_groups(final_params, models.family_of(c.model))
     summary["wall_s"] = time.perf_counter() - t_start
     out(history.summary_line(summary))
     sample = _final_sample(c, final_params, out, stream) if job.lead and c.sample.generate > 0 else None

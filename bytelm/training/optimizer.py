@@ -1,14 +1,16 @@
 """The optimizer and its learning-rate schedule, from `config.train`.
 
-    train.optimizer  'adamw': AdamW on every leaf (weight decay on matrices only)
-                     'muon': Muon (optax.contrib) on the hidden matrices, AdamW on the rest
+    train.optimizer  'adamw': AdamW on every leaf (weight decay on the leaves the family decays:
+                     the matrices, less any it exempts, such as Mamba's A_log)
+                     'muon': Muon (optax.contrib) on the family's hidden matrices, AdamW on the rest
                      (`leaf_groups`; weight decay on Muon's matrices only)
     train.schedule   'cosine': linear warm-up, cosine decay to `min_lr` at `steps`
                      'wsd': linear warm-up, stable at `lr`, linear decay to `min_lr` over the last
                      `decay_fraction` of the steps (warmup-stable-decay)
 
-Muon's leaves follow the same schedule shape, scaled from `lr` to `muon_lr`. The optimizer state is
-a pytree like any other, so checkpoints and resume treat both optimizers alike.
+Muon's leaves follow the same schedule shape, scaled from `lr` to `muon_lr`. Which leaf is a hidden
+matrix and which takes weight decay is the model family's to say (`bytelm.models.family.Family`). The
+optimizer state is a pytree like any other, so checkpoints and resume treat both optimizers alike.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import optax
 from optax import contrib
 
 from bytelm.errors import ConfigError
+from bytelm.models.family import Family
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
@@ -64,34 +67,46 @@ def lr_schedule(tc: ml_collections.ConfigDict, peak: float | None = None) -> opt
     return schedule
 
 
-def is_hidden_matrix(path: tuple, leaf) -> bool:
-    """Muon's leaves: the 2-D kernels inside the blocks (attention and MLP matmuls). Embeddings, the
-    head, norms and biases are not hidden matrices and stay with AdamW."""
-    keys = [getattr(k, "key", str(k)) for k in path]
-    return leaf.ndim == 2 and keys[-1] == "kernel" and any(str(k).startswith(("h_", "layers_")) for k in keys)
+def logged_rates(tc: ml_collections.ConfigDict):
+    """count → the learning rates a step's record logs: `lr`, the schedule of `train.lr` (every leaf
+    under AdamW, the non-matrix leaves under Muon) and, under Muon, `muon_lr` (its matrices')."""
+    rates = {"lr": lr_schedule(tc)}
+    if tc.optimizer == "muon":
+        rates["muon_lr"] = lr_schedule(tc, tc.muon_lr)
+    return lambda count: {name: rate(count) for name, rate in rates.items()}
 
 
-def leaf_groups(params) -> dict[str, list[str]]:
+def leaf_keys(path: tuple) -> tuple[str, ...]:
+    """A `tree_flatten_with_path` path as its keys: ('params', 'h_0', 'attn', 'qkv', 'kernel')."""
+    return tuple(str(getattr(k, "key", k)) for k in path)
+
+
+def leaf_groups(params, family: Family) -> dict[str, list[str]]:
     """`{'muon': [...], 'adamw': [...]}`: which optimizer updates each leaf (paths as 'a/b/c') under
     `train.optimizer='muon'`."""
     groups: dict[str, list[str]] = {"muon": [], "adamw": []}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        groups["muon" if is_hidden_matrix(path, leaf) else "adamw"].append(name)
+        keys = leaf_keys(path)
+        groups["muon" if family.hidden_matrix(keys, leaf.shape) else "adamw"].append("/".join(keys))
     return groups
 
 
-def _adamw(tc: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def decay_mask(params, family: Family):
+    """True for the leaves AdamW's weight decay applies to, as the family says."""
+    return jax.tree_util.tree_map_with_path(lambda path, p: family.decays(leaf_keys(path), p.shape), params)
+
+
+def _adamw(tc: ml_collections.ConfigDict, family: Family) -> optax.GradientTransformation:
     return optax.adamw(
         lr_schedule(tc),
         b1=tc.beta1,
         b2=tc.beta2,
         weight_decay=tc.weight_decay,
-        mask=lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params),
+        mask=lambda params: decay_mask(params, family),
     )
 
 
-def _muon(tc: ml_collections.ConfigDict, device_mesh=None) -> optax.GradientTransformation:
+def _muon(tc: ml_collections.ConfigDict, family: Family, device_mesh=None) -> optax.GradientTransformation:
     # optax's Muon updates a leaf with (Nesterov) AdamW where the dimension numbers give None. Weight
     # decay is for Muon's matrices only: the AdamW leaves (embeddings, head, norms, biases) are not
     # decayed, as in modded-nanogpt.
@@ -110,17 +125,17 @@ def _muon(tc: ml_collections.ConfigDict, device_mesh=None) -> optax.GradientTran
         adam_weight_decay=0.0,
         muon_weight_dimension_numbers=stacked,
     )
-    return on_stacks(muon, device_mesh)
+    return on_stacks(muon, family, device_mesh)
 
 
-def _stack(tree, device_mesh=None) -> dict:
+def _stack(tree, family: Family, device_mesh=None) -> dict:
     """`{'stacks': {'MxN': [k, M, N]}, 'others': [leaf, ...]}`: the hidden matrices stacked by shape
     (in the tree's order), the other leaves as they are. With a mesh whose `data` axis divides k, each
     stack is split over that axis, so each device orthogonalises its share of the matrices."""
     stacks: dict[str, list] = {}
     others = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if is_hidden_matrix(path, leaf):
+        if family.hidden_matrix(leaf_keys(path), leaf.shape):
             stacks.setdefault("x".join(map(str, leaf.shape)), []).append(leaf)
         else:
             others.append(leaf)
@@ -132,37 +147,41 @@ def _stack(tree, device_mesh=None) -> dict:
     return {"stacks": out, "others": others}
 
 
-def _unstack(stacked: dict, like):
+def _unstack(stacked: dict, like, family: Family):
     """The tree `like` with its leaves taken back out of `_stack`'s layout."""
     taken = {key: iter(list(stack)) for key, stack in stacked["stacks"].items()}
     others = iter(stacked["others"])
     paths, treedef = jax.tree_util.tree_flatten_with_path(like)
     leaves = [
-        next(taken["x".join(map(str, leaf.shape))]) if is_hidden_matrix(path, leaf) else next(others)
+        next(taken["x".join(map(str, leaf.shape))])
+        if family.hidden_matrix(leaf_keys(path), leaf.shape)
+        else next(others)
         for path, leaf in paths
     ]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def on_stacks(inner: optax.GradientTransformation, device_mesh=None) -> optax.GradientTransformation:
+def on_stacks(inner: optax.GradientTransformation, family: Family, device_mesh=None) -> optax.GradientTransformation:
     """`inner` applied to `_stack`'s layout of the parameters: one Newton-Schulz iteration per stack of
     same-shaped matrices instead of one per matrix, split over the mesh's `data` devices (on a
     replicated state every device would otherwise orthogonalise every matrix). The state is kept in
     the stacked layout; the updates come back in the parameters' own."""
 
     def init(params):
-        return inner.init(_stack(params))
+        return inner.init(_stack(params, family))
 
     def update(grads, state, params=None):
-        updates, state = inner.update(_stack(grads, device_mesh), state, None if params is None else _stack(params))
-        return _unstack(updates, grads), state
+        stacked_params = None if params is None else _stack(params, family)
+        updates, state = inner.update(_stack(grads, family, device_mesh), state, stacked_params)
+        return _unstack(updates, grads, family), state
 
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(tc: ml_collections.ConfigDict, device_mesh=None) -> optax.GradientTransformation:
-    """`train.optimizer` with `train.schedule`, after global-norm clipping (`grad_clip`, 0 = off).
-    `device_mesh` (Muon only) splits the orthogonalisation of the hidden matrices over its `data` axis."""
+def make_optimizer(tc: ml_collections.ConfigDict, family: Family, device_mesh=None) -> optax.GradientTransformation:
+    """`train.optimizer` with `train.schedule` for a model of `family` (`bytelm.models.family_of`), after
+    global-norm clipping (`grad_clip`, 0 = off). `device_mesh` (Muon only) splits the orthogonalisation
+    of the hidden matrices over its `data` axis."""
     check(tc)
-    opt = _adamw(tc) if tc.optimizer == "adamw" else _muon(tc, device_mesh)
+    opt = _adamw(tc, family) if tc.optimizer == "adamw" else _muon(tc, family, device_mesh)
     return optax.chain(optax.clip_by_global_norm(tc.grad_clip), opt) if tc.grad_clip > 0 else opt

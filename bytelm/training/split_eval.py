@@ -80,7 +80,7 @@ def evaluate_run(
         )
     seq_len, b = config.model.seq_len, batch_size or config.train.eval_batch_size
     starts, first, described = window_set(ids.piece_sizes, seq_len, stride)
-    kernels, _ = runtime.model_kernels(config)
+    kernels, _ = runtime.model_kernels(config, models.family_of(config.model))
     model = models.build(config.model, **kernels)
     params = param_pack.load_pack(path / run_dir.PARAMS_FILE, models.abstract_variables(model))
     device_mesh = mesh.make_mesh(config.runtime.mesh)

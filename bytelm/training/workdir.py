@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from bytelm import models
 from bytelm.artifacts import run_dir
 from bytelm.atomic_io import json_safe
 from bytelm.errors import ConfigError, RunDirError
@@ -23,7 +24,8 @@ def open_workdir(config, workdir: Path, overwrite: bool, lead: bool = True) -> i
         step = checkpoints.latest_step(workdir)
         if step is not None:
             current = json.loads(json.dumps(json_safe(config.to_dict())))  # as it would read back from disk
-            diffs = run_dir.config_differences(run_dir.read_config(workdir).to_dict(), current)
+            options = {f"model.{k}": v for k, v in models.family_of(config.model).defaults().items()}
+            diffs = run_dir.config_differences(run_dir.read_config(workdir).to_dict(), current, options)
             if diffs:
                 raise ConfigError(
                     f"cannot resume {workdir}: its config differs in {'; '.join(diffs)} (use the saved values, "

@@ -27,10 +27,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-SCAN_MODES = ("parallel", "sequential", "fused")
-# Positions per iteration of the fused loops: one position's work is small next to XLA:CPU's cost per
-# loop iteration, so unrolling pays (BENCHMARKS.md, Choices: fused unroll).
-FUSED_UNROLL = 4
+from bytelm.models.mamba import FUSED_UNROLL, SCAN_MODES
 
 
 def discretise(x, dt, At, B):

@@ -17,20 +17,14 @@ a GPT-2 of the same sizes:
 (every dense layer also has a `bias`). Shapes in names: B batch, L sequence, D width, H heads,
 K head_dim, V vocabulary (256).
 
-Architecture options (`config.model`; `ARCHITECTURE_DEFAULTS` are GPT-2's, so a config that leaves
-them alone is GPT-2 exactly and exports to transformers):
+The architecture options (rotary positions, RMSNorm, ReLU², QK-norm, biases, an untied head, zero
+init) and their GPT-2 defaults are declared with the config in `bytelm/models/gpt2/__init__.py`.
 
-    positions   'learned' (wpe) | 'rope': rotary q and k (`rotary`, base `rope_base`), no wpe
-    norm        'layernorm' | 'rmsnorm' (no mean, no bias)
-    activation  'gelu' (tanh approximation) | 'relu2': relu(x)²
-    qk_norm     RMS-normalise each head's q and k (with a learned scale [K]) before the dot product
-    biases      dense and layer-norm biases (off: none anywhere)
-    tied_head   logits from wte (off: a separate `head` [D, V])
-    zero_init   output projections (attn/proj, mlp/proj and an untied head) start at zero
-
-Past the training window both position kinds mean the same thing when sampling: the model sees the
-last `seq_len` bytes, as in training (`bytelm.sampling` crops, and its fast sampler re-runs the
-cropped window). Rotary positions would let a cache slide on, but a sliding cache is another function
+Decoding (`bytelm.models.decoding`): the prompt runs once through the cached forward, and each new
+byte costs attention over the cached keys and values while the context fits the training window.
+Past it both position kinds mean the same thing: the model sees the last `seq_len` bytes, as in
+training, so `step` re-runs the cropped window (kept in the cache) at a forward pass per byte. Rotary
+positions would let a cache slide on, but a sliding cache is another function
 (each layer's window reaches `seq_len` further back, as in sliding-window attention), not the model
 run on the cropped window, so it is not what we sample.
 
@@ -44,7 +38,6 @@ through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU). Cached d
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import NamedTuple
 
@@ -53,97 +46,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bytelm.data.tokenizer import VOCAB_SIZE
-from bytelm.errors import ConfigError, check_at_least
+from bytelm.data.tokenizer import one_hot
+from bytelm.models.gpt2 import GPT2Config
 
-LAYER_NORM_EPS = 1e-5  # GPT-2's value
+LAYER_NORM_EPS = 1e-5  # GPT-2's value, for its LayerNorm and for RMSNorm in its place
 INIT_STD = 0.02  # GPT-2's initialiser: normal(0, 0.02) for every matrix
-# 'einsum': `causal_attention` below; 'xla' and 'cudnn': `jax.nn.dot_product_attention`'s implementations.
-ATTENTION_KERNELS = ("einsum", "xla", "cudnn")
-COMPUTE_DTYPES = ("float32", "bfloat16")
-RMS_NORM_EPS = 1e-6
-# The architecture options and GPT-2's value of each (module docstring); `choices` lists string options.
-ARCHITECTURE_DEFAULTS = {
-    "positions": "learned",
-    "rope_base": 10000.0,
-    "norm": "layernorm",
-    "activation": "gelu",
-    "qk_norm": False,
-    "biases": True,
-    "tied_head": True,
-    "zero_init": False,
-}
-ARCHITECTURE_CHOICES = {
-    "positions": ("learned", "rope"),
-    "norm": ("layernorm", "rmsnorm"),
-    "activation": ("gelu", "relu2"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class GPT2Config:
-    """Sizes of a GPT-2. Frozen and hashable, so it can be a static argument of `jax.jit`."""
-
-    seq_len: int
-    num_layers: int
-    num_heads: int
-    head_dim: int
-    ffn_hidden: int
-    vocab_size: int = VOCAB_SIZE
-    attention: str = "einsum"  # one of ATTENTION_KERNELS (training and prefill-free forward passes)
-    compute_dtype: str = "float32"  # matmul dtype; parameters stay float32 either way
-    positions: str = "learned"  # the architecture options: ARCHITECTURE_DEFAULTS
-    rope_base: float = 10000.0
-    norm: str = "layernorm"
-    activation: str = "gelu"
-    qk_norm: bool = False
-    biases: bool = True
-    tied_head: bool = True
-    zero_init: bool = False
-
-    @property
-    def width(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.compute_dtype)
-
-    def is_gpt2(self) -> bool:
-        """True when every architecture option is GPT-2's own."""
-        return all(getattr(self, f) == v for f, v in ARCHITECTURE_DEFAULTS.items())
-
-    @classmethod
-    def from_config(cls, model_config, attention: str = "einsum", compute_dtype: str = "float32") -> GPT2Config:
-        """Builds and validates the sizes and options from `config.model` (a ConfigDict or dict), with
-        the kernels; an option the config lacks (a run saved before it existed) is GPT-2's."""
-        options = {f: type(v)(model_config.get(f, v)) for f, v in ARCHITECTURE_DEFAULTS.items()}
-        cfg = cls(
-            seq_len=model_config["seq_len"],
-            num_layers=model_config["num_layers"],
-            num_heads=model_config["num_heads"],
-            head_dim=model_config["head_dim"],
-            ffn_hidden=model_config["ffn_hidden"],
-            attention=attention,
-            compute_dtype=compute_dtype,
-            **options,
-        )
-        sizes = ("seq_len", "num_layers", "num_heads", "head_dim", "ffn_hidden")
-        check_at_least("model", {f: getattr(cfg, f) for f in sizes})
-        for field, choices in ARCHITECTURE_CHOICES.items():
-            if getattr(cfg, field) not in choices:
-                raise ConfigError(f"model.{field}={getattr(cfg, field)!r}: choose one of {', '.join(choices)}")
-        if cfg.positions == "rope" and (cfg.head_dim % 2 or cfg.rope_base <= 1):
-            raise ConfigError(
-                f"rotary positions need an even model.head_dim and model.rope_base > 1, got "
-                f"{cfg.head_dim} and {cfg.rope_base}"
-            )
-        if attention not in ATTENTION_KERNELS or compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(
-                f"attention {attention!r} / compute dtype {compute_dtype!r}: expected one of "
-                f"{', '.join(ATTENTION_KERNELS)} / {', '.join(COMPUTE_DTYPES)}"
-            )
-        return cfg
+QK_NORM_EPS = 1e-6  # the RMSNorm of each head's q and k (`qk_norm`)
 
 
 def _dense(features: int, std: float, name: str, config: GPT2Config) -> nn.Dense:
@@ -153,7 +61,7 @@ def _dense(features: int, std: float, name: str, config: GPT2Config) -> nn.Dense
         use_bias=config.biases,
         kernel_init=nn.initializers.normal(std) if std else nn.initializers.zeros,
         bias_init=nn.initializers.zeros,
-        dtype=config.dtype,
+        dtype=config.compute_dtype,
         param_dtype=jnp.float32,
         name=name,
     )
@@ -162,8 +70,8 @@ def _dense(features: int, std: float, name: str, config: GPT2Config) -> nn.Dense
 def _norm(config: GPT2Config, name: str | None = None) -> nn.Module:
     """The pre-norm of a block and the final norm: GPT-2's LayerNorm, or RMSNorm."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(epsilon=LAYER_NORM_EPS, dtype=config.dtype, name=name)
-    return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=config.biases, dtype=config.dtype, name=name)
+        return nn.RMSNorm(epsilon=LAYER_NORM_EPS, dtype=config.compute_dtype, name=name)
+    return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=config.biases, dtype=config.compute_dtype, name=name)
 
 
 def _out_std(config: GPT2Config) -> float:
@@ -220,8 +128,8 @@ class CausalSelfAttention(nn.Module):
         qkv_BxLx3D = _dense(3 * D, INIT_STD, "qkv", c)(x_BxLxD)
         q, k, v = (a[:, :, 0] for a in jnp.split(qkv_BxLx3D.reshape(B, L, 3, c.num_heads, c.head_dim), 3, axis=2))
         if c.qk_norm:  # over each head's K channels, with a learned scale
-            q = nn.RMSNorm(epsilon=RMS_NORM_EPS, dtype=c.dtype, name="q_norm")(q)
-            k = nn.RMSNorm(epsilon=RMS_NORM_EPS, dtype=c.dtype, name="k_norm")(k)
+            q = nn.RMSNorm(epsilon=QK_NORM_EPS, dtype=c.compute_dtype, name="q_norm")(q)
+            k = nn.RMSNorm(epsilon=QK_NORM_EPS, dtype=c.compute_dtype, name="k_norm")(k)
         if cache is None:
             if c.positions == "rope":
                 q, k = (rotary(a, jnp.arange(L), c.rope_base) for a in (q, k))
@@ -269,17 +177,22 @@ class Block(nn.Module):
         return x_BxLxD, cache
 
 
+class DecodeCache(NamedTuple):
+    """GPT-2's decoding state: `pos` int32 [] (the ids consumed so far), `window` int32 `[B, seq_len]`
+    (id p at slot p while p < seq_len, then the last seq_len ids) and each layer's keys and values."""
+
+    pos: jax.Array
+    window: jax.Array
+    layers: tuple[KVCache, ...]
+
+
 class GPT2(nn.Module):
     """GPT-2 over one-hot bytes.
 
-    `apply(variables, x)`: one-hot tokens `[B, L, V]` (L <= seq_len) → logits `[B, L, V]`.
-
-    `apply(variables, x, cache, pos, method=GPT2.decode)`: cached decoding. The L tokens sit at
-    absolute positions pos..pos+L−1 and attend to the keys and values of the earlier positions in
-    `cache` (start from `empty_cache`); returns `(logits [B, L, V], cache)`. The prompt is one such
-    call (prefill); after it each new token costs attention over the cache instead of a forward pass
-    over the whole window. The cache only holds while pos + L <= seq_len: past that the window
-    shifts (the module docstring).
+    `apply(variables, x)`: one-hot tokens `[B, L, V]` (L <= seq_len) → logits `[B, L, V]`. Decoding
+    follows `bytelm.models.decoding`: `empty_cache`, `prefill` (one cached forward over the prompt's
+    last seq_len ids) and `step` (one cached position while the context fits the window, the window
+    re-run once it does not).
     """
 
     config: GPT2Config
@@ -301,10 +214,50 @@ class GPT2(nn.Module):
             raise ValueError(f"input length {L} exceeds model.seq_len {self.config.seq_len}")
         return self._forward(x_BxLxV, None, 0)[0]
 
-    def decode(self, x_BxLxV: jax.Array, cache: tuple[KVCache, ...], pos) -> tuple[jax.Array, tuple[KVCache, ...]]:
-        return self._forward(x_BxLxV, cache, pos)
+    @property
+    def max_context(self) -> int:
+        return self.config.seq_len
+
+    def empty_cache(self, batch: int, dtype=jnp.float32) -> DecodeCache:
+        """Nothing consumed: zeroed keys and values `[batch, seq_len, H, K]` for every layer."""
+        c = self.config
+        shape = (batch, c.seq_len, c.num_heads, c.head_dim)
+        layers = tuple(KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(c.num_layers))
+        return DecodeCache(jnp.zeros((), jnp.int32), jnp.zeros((batch, c.seq_len), jnp.int32), layers)
+
+    def prefill(self, ids_BxT: jax.Array, length: jax.Array) -> tuple[jax.Array, DecodeCache]:
+        """One cached forward over the last min(length, seq_len) ids of the prompt `ids[:, :length]`
+        (from position 0: a longer prompt is cropped, as the reference crops it). Returns the logits
+        `[B, V]` after the prompt and the cache. Causal: the padding after `length` cannot reach them,
+        and its keys and values are overwritten by later bytes before any query can see them."""
+        L, cache = self.config.seq_len, self.empty_cache(ids_BxT.shape[0])
+        T = min(ids_BxT.shape[1], L)
+        start = jnp.maximum(length - L, 0)
+        window_BxT = jax.lax.dynamic_slice_in_dim(ids_BxT, start, T, axis=1)
+        logits_BxTxV, layers = self._forward(one_hot(window_BxT, jnp), cache.layers, 0)
+        logits_BxV = jax.lax.dynamic_index_in_dim(logits_BxTxV, jnp.minimum(length, L) - 1, axis=1, keepdims=False)
+        window = jax.lax.dynamic_update_slice_in_dim(cache.window, window_BxT, 0, axis=1)
+        return logits_BxV, DecodeCache(jnp.asarray(length, jnp.int32), window, layers)
+
+    def step(self, ids_B: jax.Array, cache: DecodeCache) -> tuple[jax.Array, DecodeCache]:
+        """The logits `[B, V]` after one more id per row (the id at position `cache.pos`)."""
+        return nn.cond(cache.pos < self.config.seq_len, GPT2._cached_step, GPT2._window_step, self, ids_B, cache)
+
+    def _cached_step(self, ids_B, cache: DecodeCache):
+        logits_Bx1xV, layers = self._forward(one_hot(ids_B[:, None], jnp), cache.layers, cache.pos)
+        window = jax.lax.dynamic_update_slice_in_dim(cache.window, ids_B[:, None], cache.pos, axis=1)
+        return logits_Bx1xV[:, 0], DecodeCache(cache.pos + 1, window, layers)
+
+    def _window_step(self, ids_B, cache: DecodeCache):
+        # Past seq_len the positions shift with every byte, so no cached key still holds: re-run the window.
+        window = jnp.concatenate([cache.window[:, 1:], ids_B[:, None]], axis=1)
+        logits_BxLxV = self._forward(one_hot(window, jnp), None, 0)[0]
+        return logits_BxLxV[:, -1], DecodeCache(cache.pos + 1, window, cache.layers)
 
     def _forward(self, x_BxLxV, cache, pos):
+        """Logits `[B, L, V]` for one-hot tokens at positions pos..pos+L−1; with `cache` (per-layer
+        keys and values) those positions attend to the earlier ones cached there, and the new cache
+        comes back too."""
         c = self.config
         B, L, V = x_BxLxV.shape
         chex.assert_shape(x_BxLxV, (None, None, c.vocab_size))
@@ -319,12 +272,6 @@ class GPT2(nn.Module):
         x_BxLxD = self.ln_f(x_BxLxD)
         # Tied: the head is the token embedding. Logits come back float32 in any compute dtype.
         head_DxV = self.wte.T if c.tied_head else self.head
-        logits_BxLxV = (x_BxLxD @ head_DxV.astype(c.dtype)).astype(jnp.float32)
+        logits_BxLxV = (x_BxLxD @ head_DxV.astype(c.compute_dtype)).astype(jnp.float32)
         chex.assert_shape(logits_BxLxV, (B, L, c.vocab_size))
         return logits_BxLxV, tuple(new_cache)
-
-
-def empty_cache(config: GPT2Config, batch: int, dtype=jnp.float32) -> tuple[KVCache, ...]:
-    """Zeroed keys and values for every layer: `num_layers × (k, v)` of `[batch, seq_len, H, K]`."""
-    shape = (batch, config.seq_len, config.num_heads, config.head_dim)
-    return tuple(KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(config.num_layers))

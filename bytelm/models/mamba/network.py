@@ -4,7 +4,8 @@ Symbols follow the paper and mamba-minimal: b batch, l sequence length, d = d_in
 n = d_state, Δ (dt) the input-dependent step size, A the (diagonal) state matrix, B and C the
 input-dependent input and output projections, D the skip. The recurrence and its four forms (the
 sequential reference, fused, parallel, chunked) are in `scans.py`; this file is the model around it,
-top to bottom: config, initialisers, RMSNorm, the causal conv, the mixer, the block, the model.
+top to bottom: initialisers, RMSNorm, the causal conv, the mixer, the block, the model (its config is
+`MambaConfig` in `__init__.py`).
 Initialisation follows the official `mamba_simple.py` (dt bias by inverse softplus of a log-uniform
 draw in [1e-3, 1e-1], A_log = log(1..d_state), D = 1, PyTorch's Linear init); no re-init follows it.
 
@@ -24,7 +25,6 @@ Parameter paths (mamba_tiny: d_model 128, d_inner 256, d_state 16, d_conv 4, dt_
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import NamedTuple
 
@@ -33,63 +33,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bytelm.data.tokenizer import VOCAB_SIZE
-from bytelm.errors import ConfigError, check_at_least
-from bytelm.models.scans import FUSED_UNROLL, SCAN_MODES, selective_scan, ssm_readout, ssm_step
+from bytelm.data.tokenizer import one_hot
+from bytelm.models.mamba import MambaConfig
+from bytelm.models.mamba.scans import selective_scan, ssm_readout, ssm_step
 
-RMS_NORM_EPS = 1e-5
+RMS_NORM_EPS = 1e-5  # the official block's
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4  # the official dt initialisation range
-
-
-@dataclasses.dataclass(frozen=True)
-class MambaConfig:
-    """Sizes of a Mamba. Frozen and hashable, so it can be a static argument of `jax.jit`."""
-
-    seq_len: int  # training window; the model itself has no length limit
-    d_model: int
-    num_layers: int
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    dt_rank: int = 8
-    scan_mode: str = "parallel"
-    scan_chunk: int = 0  # 0 = one associative scan over the whole length
-    vocab_size: int = VOCAB_SIZE
-    # Positions per iteration of the fused loops: how it computes, not what (no `config.model` field).
-    scan_unroll: int = FUSED_UNROLL
-
-    @property
-    def d_inner(self) -> int:
-        return self.expand * self.d_model
-
-    @classmethod
-    def from_config(cls, mc) -> MambaConfig:
-        """Builds and validates the sizes from `config.model`; dt_rank 'auto' = ceil(d_model / 16)."""
-        dt_rank = str(mc.dt_rank)
-        if dt_rank == "auto":
-            rank = math.ceil(mc.d_model / 16)
-        elif dt_rank.isdigit() and int(dt_rank) > 0:
-            rank = int(dt_rank)
-        else:
-            raise ConfigError(f"model.dt_rank must be 'auto' or a positive integer, got {mc.dt_rank!r}")
-        cfg = cls(
-            seq_len=mc.seq_len,
-            d_model=mc.d_model,
-            num_layers=mc.num_layers,
-            d_state=mc.d_state,
-            d_conv=mc.d_conv,
-            expand=mc.expand,
-            dt_rank=rank,
-            scan_mode=mc.scan_mode,
-            scan_chunk=mc.scan_chunk,
-        )
-        sizes = ("seq_len", "d_model", "num_layers", "d_state", "d_conv", "expand")
-        check_at_least("model", {f: getattr(cfg, f) for f in sizes})
-        if cfg.scan_mode not in SCAN_MODES:
-            raise ConfigError(f"model.scan_mode must be one of {', '.join(SCAN_MODES)}, got {cfg.scan_mode!r}")
-        if cfg.scan_chunk < 0:
-            raise ConfigError(f"model.scan_chunk must be >= 0 (0 = no chunking), got {cfg.scan_chunk}")
-        return cfg
 
 
 class LayerCache(NamedTuple):
@@ -146,8 +95,8 @@ class MambaMixer(nn.Module):
         conv_init = _uniform(1 / math.sqrt(c.d_conv))
         self.conv_kernel = self.param("conv1d_kernel", conv_init, (c.d_conv, d))
         self.conv_bias = self.param("conv1d_bias", conv_init, (d,))
-        self.x_proj = nn.Dense(c.dt_rank + 2 * n, use_bias=False, kernel_init=_torch_linear_init())
-        self.dt_proj = nn.Dense(d, kernel_init=_uniform(c.dt_rank**-0.5), bias_init=_dt_bias_init)
+        self.x_proj = nn.Dense(c.rank + 2 * n, use_bias=False, kernel_init=_torch_linear_init())
+        self.dt_proj = nn.Dense(d, kernel_init=_uniform(c.rank**-0.5), bias_init=_dt_bias_init)
         # S4D-real: A_log[i, n] = log(n + 1), so A = −(1, 2, …, d_state) in every channel.
         self.A_log = self.param("A_log", lambda k, s: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1.0), s)), (d, n))
         self.D = self.param("D", nn.initializers.ones, (d,))
@@ -157,19 +106,29 @@ class MambaMixer(nn.Module):
     def _ssm_inputs(self, x_conv):
         """SiLU'd conv output `[..., d]` → (Δ `[..., d]`, B `[..., n]`, C `[..., n]`)."""
         c = self.config
-        dt_low, B, C = jnp.split(self.x_proj(x_conv), [c.dt_rank, c.dt_rank + c.d_state], axis=-1)
+        dt_low, B, C = jnp.split(self.x_proj(x_conv), [c.rank, c.rank + c.d_state], axis=-1)
         return jax.nn.softplus(self.dt_proj(dt_low)), B, C
 
-    def __call__(self, h_BxLxD):
-        """Args: `[b, l, d_model]`. Returns: `[b, l, d_model]`."""
+    def __call__(self, h_BxLxD, length=None):
+        """Args: `[b, l, d_model]`. Returns: `[b, l, d_model]`; with `length` (a prefill), also the
+        layer's decoding state after the first `length` positions."""
         c = self.config
         x, z = jnp.split(self.in_proj(h_BxLxD), 2, axis=-1)  # [b, l, d] each
         xp = jnp.pad(x, ((0, 0), (c.d_conv - 1, 0), (0, 0)))  # causal: only past inputs
         x = jax.nn.silu(causal_conv(xp, self.conv_kernel, self.conv_bias))
         dt, B, C = self._ssm_inputs(x)
+        if length is not None:  # Δ = 0 after the prompt: those steps neither decay nor add to the state
+            dt = jnp.where(jnp.arange(x.shape[1])[:, None] < length, dt, 0.0)
         A = -jnp.exp(self.A_log)
-        y = selective_scan(x, dt, A, B, C, self.D, mode=c.scan_mode, chunk=c.scan_chunk, unroll=c.scan_unroll)
-        return self.out_proj(y * jax.nn.silu(z))
+        y, h = selective_scan(
+            x, dt, A, B, C, self.D, mode=c.scan_mode, chunk=c.scan_chunk, unroll=c.scan_unroll, return_state=True
+        )
+        out = self.out_proj(y * jax.nn.silu(z))
+        if length is None:
+            return out
+        # The conv's window: the last d_conv − 1 inputs of the prompt (xp is x shifted by d_conv − 1).
+        conv = jax.lax.dynamic_slice_in_dim(xp, length, c.d_conv - 1, axis=1)
+        return out, LayerCache(conv, jnp.swapaxes(h, 1, 2))
 
     def step(self, h_BxD, cache: LayerCache):
         """One position: `[b, d_model]` and the layer's cache → output `[b, d_model]` and the new cache.
@@ -191,8 +150,11 @@ class ResidualBlock(nn.Module):
         self.norm = RMSNorm()
         self.mixer = MambaMixer(self.config)
 
-    def __call__(self, h):
-        return h + self.mixer(self.norm(h))
+    def __call__(self, h, length=None):
+        if length is None:
+            return h + self.mixer(self.norm(h))
+        out, cache = self.mixer(self.norm(h), length)
+        return h + out, cache
 
     def step(self, h, cache: LayerCache):
         out, cache = self.mixer.step(self.norm(h), cache)
@@ -200,10 +162,12 @@ class ResidualBlock(nn.Module):
 
 
 class Mamba(nn.Module):
-    """`apply(variables, x)` maps one-hot tokens `[B, L, V]` (any L) to logits `[B, L, V]`;
-    `apply(variables, x_BxV, cache, method=Mamba.step)` decodes one position."""
+    """`apply(variables, x)` maps one-hot tokens `[B, L, V]` (any L) to logits `[B, L, V]`. Decoding
+    follows `bytelm.models.decoding`: `prefill` is the same forward pass with the state kept, `step`
+    one recurrent position; the context is unbounded (`max_context` None)."""
 
     config: MambaConfig
+    max_context = None
 
     def setup(self):
         c = self.config
@@ -218,22 +182,32 @@ class Mamba(nn.Module):
             h = layer(h)
         return self.norm_f(h) @ self.embedding.T  # the head is tied to the embedding
 
-    def step(self, x_BxV, cache: tuple[LayerCache, ...]):
-        """One token (one-hot `[B, V]`) and the per-layer caches → logits `[B, V]` and new caches."""
-        h = x_BxV.astype(self.embedding.dtype) @ self.embedding
+    def empty_cache(self, batch: int, dtype=jnp.float32) -> tuple[LayerCache, ...]:
+        """The state before the first token: zeros, as h_{−1} = 0 and the conv pads with zeros."""
+        c = self.config
+        return tuple(
+            LayerCache(
+                jnp.zeros((batch, c.d_conv - 1, c.d_inner), dtype), jnp.zeros((batch, c.d_state, c.d_inner), dtype)
+            )
+            for _ in range(c.num_layers)
+        )
+
+    def prefill(self, ids_BxT, length) -> tuple[jax.Array, tuple[LayerCache, ...]]:
+        """The forward pass over the prompt `ids[:, :length]` (padding after it masked out of the state):
+        the logits `[B, V]` after it and every layer's state."""
+        h = one_hot(ids_BxT, jnp) @ self.embedding
+        cache = []
+        for layer in self.layers:
+            h, layer_cache = layer(h, length)
+            cache.append(layer_cache)
+        h_BxD = jax.lax.dynamic_index_in_dim(h, length - 1, axis=1, keepdims=False)
+        return self.norm_f(h_BxD) @ self.embedding.T, tuple(cache)
+
+    def step(self, ids_B, cache: tuple[LayerCache, ...]):
+        """One more token per row (ids `[B]`) and the per-layer caches → logits `[B, V]` and new caches."""
+        h = one_hot(ids_B, jnp) @ self.embedding
         new = []
         for layer, layer_cache in zip(self.layers, cache, strict=True):
             h, layer_cache = layer.step(h, layer_cache)
             new.append(layer_cache)
         return self.norm_f(h) @ self.embedding.T, tuple(new)
-
-
-def empty_cache(config: MambaConfig, batch: int, dtype=jnp.float32) -> tuple[LayerCache, ...]:
-    """The decoding state before the first token: zeros, as h_{−1} = 0 and the conv pads with zeros."""
-    return tuple(
-        LayerCache(
-            jnp.zeros((batch, config.d_conv - 1, config.d_inner), dtype),
-            jnp.zeros((batch, config.d_state, config.d_inner), dtype),
-        )
-        for _ in range(config.num_layers)
-    )
