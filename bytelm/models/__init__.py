@@ -25,6 +25,7 @@ from bytelm.models.family import Family
 FAMILIES = {
     "gpt2": "bytelm.models.gpt2",
     "mamba": "bytelm.models.mamba",
+    "bigram": "bytelm.models.bigram",
 }
 
 
