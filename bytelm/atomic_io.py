@@ -2,7 +2,9 @@
 
 A crash or a failed write (disk full, permission denied) leaves the previous version intact:
 `os.replace` is atomic on POSIX within one filesystem, which is why the temporary file lives in
-the same folder as the target.
+the same folder as the target. The file gets the mode an ordinary write would give it (0666 less the
+umask: 0644 under the usual 022), not the owner-only 0600 of a temporary file, so that a run on a
+shared machine is readable by whom the user's umask says.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -46,6 +49,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -94,13 +94,24 @@ def reference(tiny_shakespeare, tmp_path_factory):
 def test_sigkill_mid_run_then_resume_gives_the_same_bits_and_an_unbroken_log(reference, tiny_shakespeare, tmp_path):
     killed = start(train_cmd(tiny_shakespeare, tmp_path))
     wait_for_line(killed, "step      8/")  # past the checkpoint at 6, before the one at 9
-    killed.send_signal(signal.SIGKILL)
+    killed.send_signal(signal.SIGSTOP)  # paused, still holding the workdir: a second training refuses
+    second = subprocess.run(
+        train_cmd(tiny_shakespeare, tmp_path), cwd=REPO, env=mirror_env(), capture_output=True, text=True
+    )
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert second.stderr.strip().splitlines() == [
+        line for line in second.stderr.splitlines() if line.startswith(f"error: workdir {tmp_path} is in use by ")
+    ]
+    assert f"(pid {killed.pid} on " in second.stderr
+    killed.send_signal(signal.SIGKILL)  # the kernel drops its lock; its holder record stays behind, stale
     killed.wait(30)
     assert checkpoints.latest_step(tmp_path) in (6, 9)  # 9 if the child got that far before the kill
     assert not (tmp_path / "params.json").exists()
 
+    assert (tmp_path / run_dir.LOCK_FILE).exists()
     resumed = subprocess.run(train_cmd(tiny_shakespeare, tmp_path), cwd=REPO, env=mirror_env(), capture_output=True)
     assert resumed.returncode == 0, resumed.stderr
+    assert not (tmp_path / run_dir.LOCK_FILE).exists()  # released on the way out
     assert b"resuming from the checkpoint at step" in resumed.stdout
     assert leaves(tmp_path) == leaves(reference)  # every leaf, bit for bit
     assert logged_steps(tmp_path) == list(range(1, STEPS + 1))  # no gap, no duplicate

@@ -4,6 +4,7 @@ itself (logits, greedy bytes, the tokenizer) is in test_cli.py, on trained runs.
 
 import json
 import os
+import shutil
 
 import jax
 import ml_collections
@@ -13,9 +14,10 @@ from safetensors import safe_open
 
 from bytelm import models
 from bytelm.artifacts import param_pack, run_dir
+from bytelm.errors import BytelmError
 from bytelm.interop import byte_tokenizer, export, huggingface
-from bytelm.training.loop import initial_params
-from conftest import assert_one_line_error, load_config, run_module
+from bytelm.training.loop import initial_params, train_and_evaluate
+from conftest import CONFIGS, assert_one_line_error, load_config, run_module, tiny_config
 
 
 def _run_folder(tmp_path, name: str, **model):
@@ -167,3 +169,54 @@ def test_export_cli_writes_the_folder(workspace, tmp_path):
     proc = run_module(["launch.export", f"--checkpoint_dir={folder}", f"--out={tmp_path}/hf"], workspace)
     assert f"wrote {tmp_path}/hf: README.md, config.json" in proc.stdout
     assert huggingface.is_export(tmp_path / "hf") and not huggingface.is_export(folder)
+
+
+def _damaged(folder, out, tmp_path, damage: str):
+    """Where `--config.train.init_params` points in each case of a refusal, made from a good export."""
+    bad = tmp_path / damage
+    if damage == "mamba_pack":  # a Mamba pack into a GPT-2 config
+        return _run_folder(tmp_path, "mamba_tiny", num_layers=1, d_model=16)[0] / run_dir.PARAMS_FILE
+    shutil.copytree(out, bad)
+    if damage == "truncated_weights":
+        weights = bad / huggingface.WEIGHTS_FILE
+        weights.write_bytes(weights.read_bytes()[:5])
+    elif damage == "more_layers":  # an export of a deeper model than the config's
+        return out
+    elif damage == "no_weights":
+        (bad / huggingface.WEIGHTS_FILE).unlink()
+    elif damage == "broken_config":
+        (bad / huggingface.CONFIG_FILE).write_text("{not json")
+    return bad
+
+
+@pytest.mark.parametrize("damage", ["truncated_weights", "more_layers", "no_weights", "broken_config", "mamba_pack"])
+def test_a_refused_init_params_is_one_line_and_creates_no_workdir(tmp_path, tiny_shakespeare, damage):
+    folder, _ = _run_folder(tmp_path, "gpt2_tiny", num_layers=2)
+    out = tmp_path / "export"
+    export.export_run(folder, out)
+    config = tiny_config(tiny_shakespeare, model__num_layers=1)  # (gpt2_tiny's shapes but one layer)
+    config.model.update({k: load_config("gpt2_tiny").model[k] for k in ("num_heads", "head_dim", "ffn_hidden")})
+    config.model.seq_len = 64
+    config.train.init_params = str(_damaged(folder, out, tmp_path, damage))
+    workdir = tmp_path / "new_run"
+    with pytest.raises(BytelmError) as e:
+        train_and_evaluate(config, workdir, out=lambda s: None)
+    assert (
+        "\n" not in str(e.value)
+        and str(config.train.init_params).split("/")[-1] in str(e.value)
+        or (damage in ("more_layers", "mamba_pack") and "does not fit the model" in str(e.value))
+    ), str(e.value)
+    assert not workdir.exists()
+
+
+def test_a_truncated_export_is_one_line_from_the_command_line(workspace, tmp_path):
+    folder, _ = _run_folder(tmp_path, "gpt2_tiny", num_layers=1)
+    out = tmp_path / "export"
+    export.export_run(folder, out)
+    weights = out / huggingface.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cmd = ["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", f"--config.train.init_params={out}",
+           "--config.model.num_layers=1", f"--workdir={tmp_path}/run"]  # fmt: skip
+    proc = run_module(cmd, workspace, check=False)
+    assert_one_line_error(proc, 2, f"cannot read {weights}", "export the run again with launch.export")
+    assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ from bytelm import models
 from bytelm.artifacts import param_pack, run_dir
 from bytelm.data import batches
 from bytelm.errors import ConfigError, RunDirError
-from bytelm.training import evaluation, optimizer, step
+from bytelm.training import evaluation, optimizer, split_eval, step
 from bytelm.training.loop import train_and_evaluate
 from conftest import load_config, normal, tiny_config
 
@@ -171,8 +172,24 @@ def tiny_run(tiny_shakespeare, tmp_path_factory):
     cfg = tiny_config(
         tiny_shakespeare, sample__generate=12, train__steps=6, train__eval_every=3, train__checkpoint_every=2
     )
-    summary = train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
+    umask = os.umask(RUN_UMASK)  # (the modes of the run's files follow it: test_run_files_follow_the_umask)
+    try:
+        summary = train_and_evaluate(cfg, workdir, out=lambda s: None, stream=lambda s: None)
+        split_eval.evaluate_run(workdir, "val", out=lambda s: None)
+    finally:
+        os.umask(umask)
     return cfg, workdir, summary
+
+
+RUN_UMASK = 0o027
+
+
+def test_run_files_follow_the_umask(tiny_run):
+    """Written atomically through temporary files (created 0600), yet readable as the umask says."""
+    _, workdir, _ = tiny_run
+    files = ["config.json", "corpus.json", "params.json", "train_log.json", "loss.png", "eval_val.json"]
+    modes = {name: oct((workdir / name).stat().st_mode & 0o777) for name in files}
+    assert modes == {name: oct(0o666 & ~RUN_UMASK) for name in files}
 
 
 def test_run_directory_holds_config_pack_and_log(tiny_run):

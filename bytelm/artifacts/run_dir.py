@@ -8,6 +8,7 @@ DIR/loss.png        the loss curves (bytelm.reporting.plots)
 DIR/checkpoints/    train-state checkpoints (bytelm.training.checkpoints)
 DIR/report.html     the run's report page, and report.png its screenshot (`launch.inspect`)
 DIR/eval_<split>.json  a whole-split evaluation (`launch.evaluate`; eval_<split>_stride<S>.json with --stride)
+DIR/.training       who is training this run right now (pid, host, since when), while it trains
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PLOT_FILE = "loss.png"
 CHECKPOINT_DIR = "checkpoints"
 REPORT_FILE = "report.html"
 SCREENSHOT_FILE = "report.png"
+LOCK_FILE = ".training"  # the lock's holder, for the message a second training process gets
 RUN_FILES = (CONFIG_FILE, CORPUS_FILE, PARAMS_FILE, LOG_FILE, PLOT_FILE, CHECKPOINT_DIR)
 # Fields a resumed run may change: how long to train and how to report it, not what is trained.
 RESUMABLE_FIELDS = (

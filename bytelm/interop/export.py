@@ -10,11 +10,12 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from bytelm import models
 from bytelm.artifacts import param_pack, run_dir
-from bytelm.atomic_io import json_safe
+from bytelm.atomic_io import current_umask, json_safe
 from bytelm.interop import byte_tokenizer, huggingface, model_card
 from bytelm.interop.huggingface import ExportError
 
@@ -73,8 +74,7 @@ def _write_folder(out: Path, files: dict[str, object]) -> None:
     except OSError as e:
         raise ExportError(f"cannot write into {parent}: {e.strerror or e}") from None
     old = None
-    umask = os.umask(0)
-    os.umask(umask)  # (read back: mkdtemp made the folder private, the export is for sharing)
+    umask = current_umask()  # mkdtemp made the folder private; the export is for sharing
     try:
         for name, content in files.items():
             _write_file(tmp / name, content)
@@ -108,10 +108,14 @@ def load_export(folder: str | Path, expected=None) -> dict:
     """The variables `{'params': ...}` of an export, as NumPy arrays; with `expected` (the model's
     abstract variables) every path, shape and dtype is checked first, as for a pack."""
     config = huggingface.bytelm_config(folder)
+    weights = Path(folder) / huggingface.WEIGHTS_FILE
     try:
-        tensors = load_file(str(Path(folder) / huggingface.WEIGHTS_FILE))
-    except (OSError, ValueError) as e:
-        raise ExportError(f"cannot read the weights of {folder}: {getattr(e, 'strerror', None) or e}") from None
+        tensors = load_file(str(weights))
+    except (OSError, ValueError, SafetensorError) as e:
+        reason = " ".join(str(getattr(e, "strerror", None) or e).split())
+        raise ExportError(
+            f"cannot read {weights}: {reason} (is it truncated or damaged? export the run again with launch.export)"
+        ) from None
     flat = huggingface.from_hf_tensors(tensors, config.model.to_dict())
     if expected is not None:
         found = {p: (tuple(a.shape), param_pack.dtype_name(a.dtype)) for p, a in flat.items()}
@@ -121,6 +125,11 @@ def load_export(folder: str | Path, expected=None) -> dict:
 
 def load_weights(path: str | Path, expected=None) -> dict:
     """A parameter pack, or an export folder: the variables either holds (checked against `expected`)."""
-    if huggingface.is_export(path):
+    if Path(path).is_dir():
+        problem = huggingface.export_problem(path)
+        if problem:
+            raise ExportError(
+                f"{problem}: pass a parameter pack (a run's params.json) or a folder that launch.export wrote"
+            )
         return load_export(path, expected)
     return param_pack.load_pack(path, expected)

@@ -130,13 +130,26 @@ def generation_config(sample_config: dict) -> dict:
 
 def is_export(path: str | Path) -> bool:
     """True for a folder that holds a bytelm export (transformers' config with the run's config in it)."""
-    config = Path(path) / CONFIG_FILE
-    if not (Path(path) / WEIGHTS_FILE).is_file() or not config.is_file():
-        return False
+    return export_problem(path) is None
+
+
+def export_problem(path: str | Path) -> str | None:
+    """Why `path` is not a folder that `launch.export` wrote (None when it is one)."""
+    folder = Path(path)
+    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
     try:
-        return BYTELM_KEY in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+        doc = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{folder} has no {CONFIG_FILE}"
+    except (OSError, ValueError) as e:
+        return f"{config} cannot be read as JSON ({' '.join(str(getattr(e, 'strerror', None) or e).split())})"
+    if not isinstance(doc, dict) or BYTELM_KEY not in doc:
+        return f"{config} has no {BYTELM_KEY!r}: the folder was not written by launch.export"
+    if not weights.is_file():
+        return f"{folder} has no {WEIGHTS_FILE}"
+    return None
 
 
 def bytelm_config(folder: str | Path):

@@ -35,6 +35,7 @@ from bytelm.training import checkpoints, checks, evaluation, history, optimizer,
 from bytelm.training.background import BackgroundCompile
 from bytelm.training.progress import Progress
 from bytelm.training.signals import StopSignals
+from bytelm.training.workdir import WorkdirLock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,22 +91,26 @@ def train_and_evaluate(
         out = stream = _silent
     model, kernels = _model(config, out)
     SampleSettings.from_config(config.sample).validate(config.sample.prompt)  # fail before training, not after
-    resume_step, data = _open(config, Path(workdir), overwrite, lead)
-    job, params, state, shardings = _build(config, Path(workdir), data, model, kernels, lead, out)
-    tc = config.train
-    with contextlib.ExitStack() as stack:
-        mngr = stack.enter_context(checkpoints.open_manager(job.workdir, tc.keep_checkpoints))
-        state, start, log, compiling = _begin(job, mngr, params, state, shardings, resume_step, out)
-        del params  # (the state holds what training needs; the host copy can go)
-        train_step = compiling.result()  # compiled for these shapes and shardings
-        tokens_per_step = tc.batch_size * config.model.seq_len
-        rates = jax.jit(optimizer.logged_rates(tc))  # for the log; op by op it is a dozen programs
-        recorder = history.StepRecorder(log, rates, tokens_per_step, start, compiling.seconds)
-        progress = stack.enter_context(Progress(tc.progress, tc.steps, tc.log_every, out, initial=start))
-        signals = stack.enter_context(StopSignals())
-        state = _train(job, train_step, state, start, log, mngr, recorder, progress, signals)
-    train_wall = log.timing["wall_offset"] + time.perf_counter() - recorder.t0
-    return _finish(job, state, log, train_wall, resume_step, t_start, out, stream)
+    # The weights to start from are read and checked before the workdir is touched: a refusal leaves nothing.
+    params = initial_params(config, model, jax.random.key(config.train.seed))  # the same in every process
+    with contextlib.ExitStack() as run:
+        lock = run.enter_context(WorkdirLock(Path(workdir), enabled=lead))
+        resume_step, data = _open(config, Path(workdir), overwrite, lead, lock)
+        job, state, shardings = _build(config, Path(workdir), data, model, kernels, params, lead, out)
+        tc = config.train
+        with contextlib.ExitStack() as stack:
+            mngr = stack.enter_context(checkpoints.open_manager(job.workdir, tc.keep_checkpoints))
+            state, start, log, compiling = _begin(job, mngr, params, state, shardings, resume_step, out)
+            del params  # (the state holds what training needs; the host copy can go)
+            train_step = compiling.result()  # compiled for these shapes and shardings
+            tokens_per_step = tc.batch_size * config.model.seq_len
+            rates = jax.jit(optimizer.logged_rates(tc))  # for the log; op by op it is a dozen programs
+            recorder = history.StepRecorder(log, rates, tokens_per_step, start, compiling.seconds)
+            progress = stack.enter_context(Progress(tc.progress, tc.steps, tc.log_every, out, initial=start))
+            signals = stack.enter_context(StopSignals())
+            state = _train(job, train_step, state, start, log, mngr, recorder, progress, signals)
+        train_wall = log.timing["wall_offset"] + time.perf_counter() - recorder.t0
+        return _finish(job, state, log, train_wall, resume_step, t_start, out, stream)
 
 
 def _silent(text: str) -> None:
@@ -120,14 +125,14 @@ def _model(config, out) -> tuple[object, dict]:
     return models.build(config.model, **kernels), kernels
 
 
-def _open(config, path: Path, overwrite: bool, lead: bool) -> tuple[int | None, corpus.Corpus]:
-    """Reads the corpus and opens the workdir (process 0 first, then the others); returns the step to
-    resume from (None for a fresh run) and the corpus."""
+def _open(config, path: Path, overwrite: bool, lead: bool, lock) -> tuple[int | None, corpus.Corpus]:
+    """Reads the corpus and opens the workdir (process 0 first, then the others) under `lock`; returns
+    the step to resume from (None for a fresh run) and the corpus."""
     data = corpus.load(config.data, config.model.seq_len)
-    resume_step = workdir.open_workdir(config, path, overwrite, lead)
+    resume_step = workdir.open_workdir(config, path, overwrite, lead, lock)
     if jax.process_count() > 1:  # the others look at the workdir only after process 0 has prepared it
         processes.sync("workdir prepared")
-        resume_step = resume_step if lead else workdir.open_workdir(config, path, False, lead)
+        resume_step = resume_step if lead else workdir.open_workdir(config, path, False, lead, lock)
     workdir.check_not_complete(path, resume_step, config.train.steps)
     if resume_step is not None:
         corpus.check_unchanged(run_dir.read_corpus(path), data)  # its windows depend on the bytes
@@ -137,11 +142,10 @@ def _open(config, path: Path, overwrite: bool, lead: bool) -> tuple[int | None, 
     return resume_step, data
 
 
-def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
-    """The job (steps, batch makers), the initial parameters (the same host values in every process),
-    the fresh state laid out on the mesh, and its shardings; prints what was built."""
+def _build(config, path: Path, data, model, kernels: dict, params, lead: bool, out):
+    """The job (steps, batch makers), the fresh state laid out on the mesh from the initial `params`,
+    and its shardings; prints what was built."""
     tc, seq_len = config.train, config.model.seq_len
-    params = initial_params(config, model, jax.random.key(tc.seed))  # the same in every process
     device_mesh = mesh.make_mesh(config.runtime.mesh)
     family = models.family_of(config.model)
     opt = optimizer.make_optimizer(tc, family, device_mesh)
@@ -167,7 +171,7 @@ def _build(config, path: Path, data, model, kernels: dict, lead: bool, out):
         mb, s = sum(c["bytes"] for c in data.checks) / 1e6, sum(c["seconds"] for c in data.checks)
         kept = " (remembered for the next run)" if config.data.check_cache_dir else ""
         out(f"checked the corpus is UTF-8: {mb:,.1f} MB at {mb / max(s, 1e-9):,.0f} MB/s{kept}")
-    return job, params, state, shardings
+    return job, state, shardings
 
 
 def _describe(job: Job, n_params: int) -> str:

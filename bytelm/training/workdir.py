@@ -1,9 +1,14 @@
-"""Opening a run's workdir: a fresh run, or the checkpoint to resume from."""
+"""Opening a run's workdir: a fresh run, or the checkpoint to resume from, held by one process at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 from bytelm import models
@@ -13,13 +18,66 @@ from bytelm.errors import ConfigError, RunDirError
 from bytelm.training import checkpoints
 
 
-def open_workdir(config, workdir: Path, overwrite: bool, lead: bool = True) -> int | None:
+class WorkdirLock(contextlib.AbstractContextManager):
+    """An advisory lock (`flock`) on the workdir folder itself, so that two trainings never write one run.
+
+    `acquire()` takes it once the folder exists (a no-op before, and once held); a second process is
+    refused at once with one line naming the holder, which `run_dir.LOCK_FILE` records. The kernel
+    drops a lock when its process ends, however it ends (kill -9 included), so a stale holder never
+    blocks the next run; the holder's record is removed on every way out of the `with` block. The
+    folder's own lock, not a lock file's: a refused run creates nothing."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled, self.fd = Path(path), enabled, None
+
+    def __enter__(self) -> WorkdirLock:
+        self.acquire()
+        return self
+
+    def acquire(self) -> None:
+        if not self.enabled or self.fd is not None or not self.path.is_dir():
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirError(
+                f"workdir {self.path} is in use by another training process ({self._holder()}): wait for it to "
+                "finish or stop it, or choose another --workdir"
+            ) from None
+        self.fd = fd
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+        with contextlib.suppress(OSError):  # the record is for the message only; the lock is the flock
+            (self.path / run_dir.LOCK_FILE).write_text(holder + "\n", encoding="utf-8")
+
+    def _holder(self) -> str:
+        try:
+            return (self.path / run_dir.LOCK_FILE).read_text(encoding="utf-8").strip() or "pid unknown"
+        except OSError:
+            return "pid unknown"
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            (self.path / run_dir.LOCK_FILE).unlink()
+        os.close(self.fd)  # (closing the last descriptor drops the flock)
+        self.fd = None
+
+
+def open_workdir(
+    config, workdir: Path, overwrite: bool, lead: bool = True, lock: WorkdirLock | None = None
+) -> int | None:
     """Prepares `workdir` and returns the checkpoint step to resume from (None = a fresh run).
 
     `--overwrite` always starts over; otherwise, with `train.resume`, the latest checkpoint wins,
     provided the config matches the saved one in everything but `run_dir.RESUMABLE_FIELDS`.
-    Only the `lead` process (process 0 of a multi-process job) creates or clears anything.
+    Only the `lead` process (process 0 of a multi-process job) creates or clears anything, and only
+    once it holds `lock` (taken here as soon as the folder exists).
     """
+    lock = lock or WorkdirLock(workdir, enabled=False)
+    lock.acquire()
     if not overwrite and config.train.resume and workdir.is_dir():
         step = checkpoints.latest_step(workdir)
         if step is not None:
@@ -35,6 +93,7 @@ def open_workdir(config, workdir: Path, overwrite: bool, lead: bool = True) -> i
     if not lead:
         return None
     workdir = run_dir.prepare(workdir, overwrite)
+    lock.acquire()
     if overwrite and (workdir / run_dir.CHECKPOINT_DIR).exists():
         shutil.rmtree(workdir / run_dir.CHECKPOINT_DIR)  # a new run must not resume the old one's steps
     return None
