@@ -25,6 +25,7 @@ from bench import (
     speedrun,
     tables,
     training_speed,
+    weight_decay,
 )
 from bench.measure import matmul_ceiling_gflops
 from bytelm.atomic_io import atomic_write_json, atomic_write_text
@@ -32,8 +33,8 @@ from bytelm.config_base import load_config_file
 from bytelm.data import corpus
 from bytelm.errors import UsageError
 
-SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus", "recipe", "speedrun")
-DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "corpus")
+SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "recipe", "speedrun")
+DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Options:
     config_dir: str = "configs"
     sample_configs: tuple[str, ...] = ("gpt2_tiny", "mamba_tiny")  # the sample section's models, by config file
     scan_config: str = "mamba_tiny"  # the config of the scan section (and the fused-unroll choice)
+    decay_steps: int = 400  # the decay section's training steps per arm and seed
+    decay_seeds: int = 2
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
     nanogpt_dir: str = ""  # a nanoGPT checkout, for --peer=nanogpt
@@ -166,6 +169,7 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "pack": lambda: _pack_section(o, log),
         "scan": lambda: _scan_section(o, configs[o.scan_config], previous_scan, log),
         "choices": lambda: choices.bench_choices(o.config, configs[o.scan_config], o.repeats, log),
+        "decay": lambda: weight_decay.bench_no_decay(configs[o.scan_config], o.decay_seeds, o.decay_steps, 128, log),
         "corpus": lambda: _corpus_section(o, log),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),

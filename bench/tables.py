@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from bytelm.reporting import charts
 
 SPEEDRUN_CHART = "BENCHMARKS_speedrun.svg"  # beside BENCHMARKS.md
@@ -18,6 +20,7 @@ def markdown(doc: dict) -> str:
         ("sample", _sampling),
         ("scan", _scan),
         ("choices", _choices),
+        ("decay", _decay),
         ("corpus", _corpus),
     ):
         if key in doc:
@@ -178,6 +181,30 @@ def _choices(rows: list[dict]) -> list[str]:
                          f"| {v['ratio']:.2f} |")  # fmt: skip
         if c.get("note"):
             lines.append(f"| | | {c['note']} | |")
+    return lines
+
+
+def _decay(d: dict) -> list[str]:
+    """Mamba's no-decay leaves: each arm's validation curve, the seeds side by side."""
+    arms = d["arms"]
+    steps = [p["step"] for p in next(iter(arms.values()))[0]]
+    lines = [
+        f"### Mamba's no-decay leaves (`mamba.NO_DECAY`): {d['config']}, {d['steps']} AdamW steps",
+        "",
+        f"Both arms from the same init and batches, per seed; validation loss in nats on {d['eval_windows']} "
+        "evenly spread windows (`python -m launch.benchmark --only=decay`). The official block exempts "
+        "A_log and D from weight decay; bytelm decayed A_log with every matrix before.",
+        "",
+        "| weight decay | " + " | ".join(f"step {s}" for s in steps) + " |",
+        "| --- |" + " --- |" * len(steps),
+    ]
+    for label, curves in arms.items():
+        cells = [" / ".join(f"{c[i]['val_loss']:.4f}" for c in curves) for i in range(len(steps))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean A_log at the end (A = −exp(A_log); it starts at log(1..d_state), mean "
+              f"{np.mean(np.log(np.arange(1, 17))):.3f} for d_state 16): "
+              + "; ".join(f"{label} " + " / ".join(f"{c[-1]['a_log_mean']:.3f}" for c in curves)
+                          for label, curves in arms.items()) + "."]  # fmt: skip
     return lines
 
 

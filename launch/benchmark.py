@@ -51,6 +51,8 @@ _SAMPLE_CONFIGS = flags.DEFINE_list(
     "sample_configs", list(run.Options.sample_configs), "configs (file names in --config_dir) the sample section runs"
 )
 _SCAN_CONFIG = flags.DEFINE_string("scan_config", run.Options.scan_config, "the config of the scan section (Mamba)")
+_DECAY_STEPS = flags.DEFINE_integer("decay_steps", run.Options.decay_steps, "decay section: steps per arm and seed")
+_DECAY_SEEDS = flags.DEFINE_integer("decay_seeds", run.Options.decay_seeds, "decay section: seeds per arm")
 _CORPUS_GB = flags.DEFINE_float("corpus_gb", 2.0, "size of the corpus section's large corpus (made in a temp folder)")
 _CORPUS_STEPS = flags.DEFINE_integer("corpus_steps", 50, "training steps of each corpus section run")
 
@@ -71,6 +73,8 @@ def main() -> None:
         config_dir=_CONFIG_DIR.value,
         sample_configs=tuple(_SAMPLE_CONFIGS.value),
         scan_config=_SCAN_CONFIG.value,
+        decay_steps=_DECAY_STEPS.value,
+        decay_seeds=_DECAY_SEEDS.value,
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
         nanogpt_dir=_NANOGPT_DIR.value,

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from bytelm import models
 from bytelm.config_base import load_config_file
-from conftest import CONFIGS, REPO, TINY_FLAGS, run_module
+from conftest import CONFIGS, REPO, TINY_FLAGS, load_config, run_module
 
 
 def test_train_and_pack_sections_write_json_and_the_table(workspace):
@@ -225,3 +226,24 @@ def test_the_gpu_check_dry_run_finds_what_it_needs_without_a_gpu(tmp_path):
         ["bash", "bench/gpu_check.sh", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert real.returncode == 2 and "no GPU here (JAX's backend is cpu)" in real.stderr
+
+
+def test_the_decay_section_trains_both_arms_from_one_init_and_tables_their_curves(tiny_shakespeare):
+    from bench import tables, weight_decay
+
+    config = load_config("mamba_tiny")
+    config.data.file = str(tiny_shakespeare)
+    config.model.update({"num_layers": 1, "d_model": 16, "seq_len": 16})
+    config.train.update({"batch_size": 4, "eval_batch_size": 4, "warmup_steps": 1, "weight_decay": 100.0})
+    family = models.family_of(config.model)
+    decay_all = weight_decay.DecayEveryMatrix(family)
+    a_log = ("params", "layers_0", "mixer", "A_log")
+    assert decay_all.decays(a_log, (32, 16)) and not family.decays(a_log, (32, 16))
+    assert decay_all.hidden_matrix is not None and decay_all.name == "mamba"
+    d = weight_decay.bench_no_decay(config, seeds=1, steps=4, eval_windows=4, log=lambda s: None)
+    curves = list(d["arms"].values())
+    assert [[p["step"] for p in c[0]] for c in curves] == [[1, 2, 3, 4]] * 2
+    # Only the decay mask differs, and it pulls the decayed arm's A_log towards 0.
+    assert curves[1][0][-1]["a_log_mean"] < curves[0][0][-1]["a_log_mean"]
+    page = tables._decay(d)
+    assert page[0].startswith("### Mamba's no-decay leaves") and len(page) == 6 + 2 + 2

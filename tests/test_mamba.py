@@ -179,3 +179,20 @@ def test_a_gpt2_pack_does_not_load_into_mamba(tmp_path):
             tmp_path / "p.json", models.abstract_variables(models.build(load_config("mamba_tiny").model))
         )
     assert "missing params/embedding" in str(e.value) and "unexpected params/wte" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_a_log_and_d_take_no_weight_decay_as_in_the_official_block(name):
+    """state-spaces/mamba marks A_log and D `_no_weight_decay`: with zero gradients, only weight decay
+    moves a leaf, and it moves the projections but neither of them, under either optimizer."""
+    from bytelm.training import optimizer
+
+    cfg = load_config("mamba_tiny")
+    cfg.model.num_layers, cfg.model.d_model, cfg.train.optimizer = 1, 16, name
+    params = models.init_variables(models.build(cfg.model), jax.random.key(0))
+    opt = optimizer.make_optimizer(cfg.train, models.family_of(cfg.model))
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates = param_pack.flatten(jax.jit(opt.update)(zero, jax.jit(opt.init)(params), params)[0])
+    mixer = "params/layers_0/mixer"
+    assert not np.any(updates[f"{mixer}/A_log"]) and not np.any(updates[f"{mixer}/D"])
+    assert np.all(np.asarray(updates[f"{mixer}/in_proj/kernel"]) != 0)  # decayed: −lr × wd × w
