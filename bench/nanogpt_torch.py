@@ -2,11 +2,11 @@
 
     python -m bench.nanogpt_torch --corpus=data/real/text/tiny_shakespeare.txt --steps=200
 
-The model is the same function as `bytelm.models.transformer.GPT2` (pre-norm blocks, one QKV
+The model is the same function as `bytelm.models.gpt2.transformer.GPT2` (pre-norm blocks, one QKV
 matmul, tanh GELU, learned positions, tied head, GPT-2's init), written as in nanoGPT's `model.py`,
 with token ids and an embedding lookup. Training follows bytelm's recipe: AdamW with weight decay
 on matrices only, global-norm clipping, linear warm-up then cosine decay, and the very same windows
-(`bytelm.batches`, numpy only), so that losses compare as well as times. Prints one JSON object.
+(`bytelm.data.batches`, numpy only), so that losses compare as well as times. Prints one JSON object.
 Needs the optional extra `bench` (`pip install -e '.[bench]'`, torch 2.13.0).
 """
 

@@ -168,7 +168,8 @@ def _choices(rows: list[dict]) -> list[str]:
     lines = [
         "## Choices",
         "",
-        "What each default in the code was measured against, in this run. The chosen value is in bold; "
+        "What each default in the code was measured against, every value of a choice in the same run (the "
+        "Measured line above dates the section). The chosen value is in bold; "
         "ratios are to it (above 1: faster than the chosen one).",
         "",
         "| choice | value | measured | ratio to the chosen |",
@@ -228,10 +229,6 @@ def _corpus(c: dict) -> list[str]:
         f"and started its first step {c['first_run']['first_step_s']:.1f} s after launch; later runs found the check "
         "remembered.",
     ]
-
-
-def _fmt_s(v) -> str:
-    return "not reached" if v is None else f"{v:.1f} s"
 
 
 def _speedrun(sec: dict) -> list[str]:

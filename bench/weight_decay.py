@@ -55,9 +55,7 @@ def _curve(config, family, data, seed: int, steps: int, eval_windows: int) -> li
         if n % (steps // 4) == 0:
             ev = evaluation.evaluate(eval_step, state.params, make_eval, starts, tc.eval_batch_size)
             a_log = [v for k, v in param_pack.flatten(mesh.to_host(state.params)).items() if k.endswith("/A_log")]
-            curve.append(
-                {"step": n, "val_loss": ev["val_loss"], "a_log_mean": float(np.mean([a.mean() for a in a_log]))}
-            )
+            curve.append({"step": n, "val_loss": ev["loss"], "a_log_mean": float(np.mean([a.mean() for a in a_log]))})
     return curve
 
 

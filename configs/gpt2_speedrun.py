@@ -6,7 +6,7 @@ Same corpus and validation split as gpt2_tiny (the last 10% of the bytes, scored
 end); the levers from small-GPT speed records, each measured by the benchmark's ablation
 (`python -m launch.benchmark --only=speedrun`, BENCHMARKS.md "Time to quality"): Muon on the hidden
 matrices, rotary positions, RMSNorm, QK-norm, ReLU², no biases, and a warmup-stable-decay schedule
-ending at a low floor; small batches, which run fastest per token on a small CPU. Evaluations are
+ending at a low floor; gpt2_tiny's small batches (12 × 64 bytes). Evaluations are
 few and small (they draw the curve and cost wall time; the final, whole-split one is the score) and
 there is one checkpoint, at the end.
 """
@@ -42,10 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.train = config_base.train_config()
     config.train.steps = 360
-    config.train.batch_size = 12  # small batches run fastest per token on a small CPU (BENCHMARKS.md)
+    config.train.batch_size = 12  # gpt2_tiny's batch, 12 × 64 bytes, as nanoGPT's CPU recipe
     config.train.optimizer = "muon"
     config.train.muon_lr = 0.03
-    config.train.lr = 3e-3  # AdamW's leaves: embeddings, head, norms
+    config.train.lr = 3e-3  # AdamW's leaves here: the token embedding (the tied head) and the norm scales
     config.train.min_lr = 3e-5
     config.train.warmup_steps = 20
     config.train.schedule = "wsd"

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m launch.benchmark [--only=train,sample,pack,scan,choices] [--peer=torch] --out=bench.json`.
+"""Benchmarks: `python -m launch.benchmark [--only=train,sample,pack,scan,choices,decay,corpus] [--peer=torch]`.
 
 Writes the JSON and regenerates BENCHMARKS.md (machine, versions, date, tables). A run of some
 sections (--only=scan) keeps the other sections of an existing --out file, so the table stays whole.

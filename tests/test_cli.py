@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from bytelm.data import tokenizer
 from conftest import CONFIGS, import_transformers, mirror_env, rel_err, run_module
 
 run = run_module
@@ -70,13 +71,18 @@ def test_tutorial_command_learns_then_samples_the_same_text_twice(workspace, gpt
 
 
 def test_interactive_prompt_loop(workspace, small_run):
+    """The loop as a user drives it (its exact transcript on known logits is tests/test_sampling.py's): a
+    line is continued, `:show` prints that context escaped, `:clear` empties it."""
     proc = run(
-        ["launch.sample", f"--checkpoint_dir={small_run}", "--interactive", "--generate=5"],
+        ["launch.sample", f"--checkpoint_dir={small_run}", "--interactive", "--generate=5", "--ascii_only"],
         workspace,
         input="ROMEO:\n:show\n:clear\n:show\n:q\n",
     )
-    out = proc.stdout
-    assert "ROMEO:" in out and "(context cleared)" in out and "(empty)" in out
+    header, continued, shown, cleared, empty, end = proc.stdout.split("> ")  # input()'s prompt before each line
+    assert header.startswith("interactive:") and end == ""
+    assert continued.startswith("ROMEO:") and len(continued.encode()) == len("ROMEO:") + 5 + 1  # and "\n"
+    assert shown == tokenizer.display(tokenizer.encode(continued[:-1])) + "\n"
+    assert (cleared, empty) == ("(context cleared)\n", "(empty)\n")
 
 
 def test_sampling_compiles_into_the_runs_compilation_cache(workspace, small_run, tmp_path):

@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
+from bytelm import models
 from bytelm.artifacts import param_pack, run_dir
 from bytelm.data import corpus
 from bytelm.errors import ConfigError, Stopped
@@ -81,6 +83,31 @@ def test_fifty_shards_train_stop_resume_to_the_same_bits_and_score_their_test_sp
     assert json.loads((whole / "eval_test_stride4.json").read_text()) == slid
     with pytest.raises(ConfigError, match=r"--stride must lie in \(0, seq_len = 16\]"):
         split_eval.evaluate_run(whole, "test", stride=17, out=lambda s: None)
+    # Any file, every byte of it (`launch.evaluate --file`), against a window-by-window forward pass.
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"To be, or not to be: that is the question.\n" * 3)
+    scored = split_eval.evaluate_run(whole, file=str(other), out=lambda s: None)
+    assert (scored["split"], scored["bytes"], scored["tokens_scored"]) == ("file", 129, 128)
+    assert scored["loss"] == pytest.approx(_tile_by_tile_loss(whole, other.read_bytes(), 16), rel=1e-5)
+    assert json.loads((whole / "eval_file.json").read_text()) == scored
+
+
+def _tile_by_tile_loss(workdir, data: bytes, seq_len: int) -> float:
+    """Mean nats per byte of `data` over non-overlapping tiles of `seq_len` targets, one forward each."""
+    config = run_dir.read_config(workdir)
+    model = models.build(config.model)
+    params = param_pack.load_pack(workdir / run_dir.PARAMS_FILE, models.abstract_variables(model))
+    forward = jax.jit(model.apply)
+    ids, total = np.frombuffer(data, np.uint8).astype(np.int64), 0.0
+    for start in range(0, ids.size - 1, seq_len):
+        x, y = ids[start : start + seq_len], ids[start + 1 : start + seq_len + 1]
+        padded = np.zeros(seq_len, np.int64)
+        padded[: x.size] = x
+        logits = np.asarray(forward(params, np.eye(256, dtype=np.float32)[padded][None]), np.float64)[0, : y.size]
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        total -= logp[np.arange(y.size), y].sum()
+    return total / (ids.size - 1)
 
 
 def test_a_run_without_a_test_split_says_how_to_give_it_one(tiny_shakespeare, tmp_path):

@@ -121,7 +121,7 @@ def test_a_bytes_corpus_is_not_checked(tmp_path):
     with pytest.raises(CorpusError, match="not valid UTF-8"):
         load(f)
     c = load(f, data__format="bytes")
-    assert c.checks == () and c.num_bytes == 1024
+    assert c.checks == () and sum(c.sizes) == 1024
 
 
 # --- Many files, memory-mapped --------------------------------------------------------------------

@@ -6,8 +6,10 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from bytelm.artifacts import param_pack
 from bytelm.errors import ConfigError
 from bytelm.parallel import mesh, processes, runtime
 from conftest import CONFIGS, REPO, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
@@ -211,8 +213,12 @@ def test_two_processes_train_like_one(workspace):
     losses = [[r["loss"] for r in log["records"]] for log in logs]
     assert len(losses[0]) == 3 and max(abs(a - b) / a for a, b in zip(*losses, strict=True)) < 1e-5, losses
     assert logs[0]["summary"]["final_val_loss"] == pytest.approx(logs[1]["summary"]["final_val_loss"], rel=1e-5)
-    packs = [(workspace / f"runs/{d}/params.json").stat().st_size for d in ("multi", "single")]
-    assert packs[0] == packs[1]  # written whole, gathered from both processes' shards
+    # Written whole, gathered from both processes' shards: every leaf, with the single process's values.
+    packs = [param_pack.flatten(param_pack.load_pack(workspace / f"runs/{d}/params.json")) for d in ("multi", "single")]
+    assert packs[0].keys() == packs[1].keys()
+    for path, leaf in packs[0].items():
+        assert leaf.shape == packs[1][path].shape and leaf.dtype == packs[1][path].dtype, path
+        np.testing.assert_allclose(leaf, packs[1][path], rtol=1e-4, atol=1e-6, err_msg=path)
 
 
 def test_a_batch_that_does_not_split_over_two_cpu_devices(workspace):

@@ -223,11 +223,10 @@ def _broken_packs(draw) -> bytes:
 def test_fuzzed_packs_raise_only_param_pack_error(tmp_path, raw):
     p = tmp_path / "fuzz.json"
     p.write_bytes(raw)
-    for read in (load_pack, param_pack.read_model_config):
-        try:
-            read(p)
-        except ParamPackError as e:
-            assert "\n" not in str(e)  # one line, fit for the CLI
+    try:
+        load_pack(p)
+    except ParamPackError as e:
+        assert "\n" not in str(e)  # one line, fit for the CLI
     if raw == _RAW:  # an untouched pack still loads (the fuzzer sometimes flips a byte back)
         assert load_pack(p)["params"]["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
 

@@ -1,15 +1,17 @@
 import dataclasses
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bytelm import models
 from bytelm.data import tokenizer
 from bytelm.errors import UsageError
-from bytelm.sampling import choice
+from bytelm.sampling import choice, console
 from bytelm.sampling.choice import adjust_logits, choose_token
-from bytelm.sampling.decoders import sample_text
+from bytelm.sampling.decoders import make_sampler, sample_text
 from bytelm.sampling.reference import ReferenceSampler
 from bytelm.sampling.settings import SampleSettings
 from conftest import normal, one_hot
@@ -130,3 +132,63 @@ def test_reference_sampler_logits_equal_the_full_forward_at_the_last_position(sm
     np.testing.assert_allclose(sampler.logits(history), full, rtol=1e-5, atol=1e-5)
     short = forward(variables, one_hot([history[:5]]))[0, -1]
     np.testing.assert_allclose(sampler.logits(history[:5]), short, rtol=1e-5, atol=1e-5)
+
+
+# --- A model whose logits are known exactly, so that the expected text is exact --------------------
+
+
+class NextByte(nn.Module):
+    """Logits that favour the byte after the last one (+4), then the one after that (+2): greedy decoding
+    counts up from the prompt's last byte. No parameters. It follows the decoding protocol like any
+    family's network, with a cache that counts the bytes it has seen (to check that it is carried)."""
+
+    max_context = 1
+
+    def __call__(self, x_BxLxV):
+        return 4.0 * jnp.roll(x_BxLxV, 1, axis=-1) + 2.0 * jnp.roll(x_BxLxV, 2, axis=-1)
+
+    def empty_cache(self, batch: int):
+        return jnp.zeros((batch,), jnp.int32)
+
+    def prefill(self, ids_BxT, length):
+        last = jax.lax.dynamic_index_in_dim(ids_BxT, length - 1, axis=1, keepdims=False)
+        return self.step(last, self.empty_cache(ids_BxT.shape[0]) + length - 1)
+
+    def step(self, ids_B, cache):
+        return self(jax.nn.one_hot(ids_B, 256)[:, None])[:, 0], cache + 1
+
+
+@pytest.mark.parametrize("decode", ["fast", "reference"])
+def test_both_decoders_give_the_exact_text_of_known_logits(decode):
+    sampler = make_sampler(NextByte(), {}, decode, 4)
+    greedy = SampleSettings(generate=6, temperature=0.0)
+    assert bytes(sampler.continue_ids(list(b"ab"), greedy)) == b"cdefgh"
+    # A repeat penalty of 3 over a window of 2: after "a", "b" wins (4 > 2); the penalty then never
+    # touches the leader, since counting up never repeats a byte within two.
+    penalised = SampleSettings(generate=3, temperature=0.0, repeat_penalty=3.0, repeat_window=2)
+    assert bytes(sampler.continue_ids(list(b"a"), penalised)) == b"bcd"
+    # With "c" and "a" both in the window, "b" (4 − 0) still beats "c" (2 − 3).
+    assert bytes(sampler.continue_ids(list(b"ca"), dataclasses.replace(penalised, generate=1))) == b"b"
+    # ascii_only: after "~" (126) the favoured 127 and 128 are not allowed, and of the allowed bytes, all at
+    # 0, greedy takes the first, the newline; after it the favoured 11 and 12 are not allowed either.
+    ascii_only = SampleSettings(generate=2, temperature=0.0, ascii_only=True)
+    assert bytes(sampler.continue_ids(list(b"~"), ascii_only)) == b"\n\n"
+    # top_k=1 at any temperature is greedy; top_k=2 draws only the two favoured bytes.
+    assert bytes(sampler.continue_ids(list(b"x"), SampleSettings(generate=3, temperature=5.0, top_k=1))) == b"yz{"
+    two = bytes(sampler.continue_ids(list(b"0"), SampleSettings(generate=40, temperature=1.0, top_k=2, seed=3)))
+    assert all(b - a in (1, 2) for a, b in zip(b"0" + two, two, strict=False)) and len(set(np.diff(list(two)))) == 2
+
+
+def test_the_interactive_loop_continues_each_line_as_typed():
+    """The exact transcript of `launch.sample --interactive`'s loop on known logits."""
+    sampler = make_sampler(NextByte(), {}, "fast", 4)
+    lines, written = iter(["ab", ":show", "xy", ":clear", ":show", ":q"]), []
+    console.interactive(sampler, [], SampleSettings(generate=3, temperature=0.0), written.append, lambda _: next(lines))
+    assert "".join(written) == (
+        "interactive: type text to continue; :show, :clear, :q (or an empty line) to quit\n"
+        "abcde\n"  # the line as typed, then its continuation
+        "abcde\n"  # :show
+        "xyz{|\n"  # appended to the context as typed: the history is now "abcdexy"
+        "(context cleared)\n"
+        "(empty)\n"
+    )

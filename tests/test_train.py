@@ -143,8 +143,8 @@ def test_evaluate_matches_a_window_by_window_reference(monkeypatch, in_flight):
         total, count = total + nll.sum(), count + b.mask[0].sum()
         per_window.append(nll.sum() / b.mask[0].sum())
     assert ev["windows"] == starts.size == 19 and ev["tokens"] == count == ids.size - 1
-    assert ev["val_loss"] == pytest.approx(total / count, rel=1e-5)
-    assert ev["val_loss_stderr"] == pytest.approx(np.std(per_window, ddof=1) / np.sqrt(19), rel=1e-4)
+    assert ev["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert ev["loss_stderr"] == pytest.approx(np.std(per_window, ddof=1) / np.sqrt(19), rel=1e-4)
 
 
 def test_a_wrong_batch_fails_at_the_first_step_naming_the_expected_shape():

@@ -355,9 +355,3 @@ def load_pack(path: str | os.PathLike, expected=None) -> dict:
             check_against(found, expected)
         flat = {p: _decode_leaf(buf, p, d, s, rec) for (p, d, s), rec in zip(headers, records, strict=True)}
     return unflatten(flat)
-
-
-def read_model_config(path: str | os.PathLike) -> dict:
-    """The `model` dict a pack was saved with (the leaves' data is skipped, not decoded)."""
-    with _mapped(path) as buf:
-        return _read_document(buf, path)[0]["model"]

@@ -46,10 +46,6 @@ class Corpus:
     def path(self) -> str:
         return str(self.files[0]) if len(self.files) == 1 else self.source
 
-    @property
-    def num_bytes(self) -> int:
-        return int(sum(self.sizes))
-
     def split(self, name: str) -> splits.Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
@@ -120,8 +116,6 @@ def map_file(path: Path) -> tuple[np.ndarray, mmap.mmap]:
             if os.fstat(f.fileno()).st_size == 0:
                 raise CorpusError(f"corpus file {path} is empty: give a file with some text in it, or remove it")
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # the map outlives the descriptor
-    except IsADirectoryError:
-        raise CorpusError(f"corpus path {path} is a directory: point --config.data.file at a text file") from None
     except OSError as e:
         raise CorpusError(f"cannot read corpus file {path}: {e.strerror or e}") from None
     return np.frombuffer(mm, dtype=np.uint8), mm

@@ -33,6 +33,18 @@ def corpus_facts(data_config: dict) -> str:
     return f"{known.name}, {known.size:,} bytes, {known.algorithm} `{known.hexdigest}`"
 
 
+def split_facts(data_config: dict) -> str:
+    """How the validation split was cut: fixed sizes (the config's, or a known corpus's convention) or
+    the last fraction of each file's bytes."""
+    sizes = [int(data_config.get(f"{name}_bytes", 0) or 0) for name in ("train", "val")]
+    known = download.KNOWN_CORPORA.get(data_config.get("corpus", ""))
+    if not any(sizes) and not data_config.get("file") and known is not None and known.splits:
+        sizes = list(known.splits[:2])
+    if any(sizes):
+        return f"the validation split is the {sizes[1]:,} bytes after the first {sizes[0]:,}"
+    return f"the last {data_config.get('val_fraction')} of its bytes is the validation split"
+
+
 def model_card(config: dict, summary: dict, architecture: str, max_new_tokens: int) -> str:
     """The card as markdown; `summary` is the training log's summary (empty when there is no log)."""
     loss = summary.get("final_val_loss")
@@ -53,8 +65,7 @@ tags: [bytelm, byte-level, {architecture}]
 Tokens are bytes: the vocabulary is the 256 byte values, and the tokenizer maps text to its UTF-8 bytes
 (id = byte, no special tokens added) and back.
 
-- **Corpus**: {corpus_facts(config["data"])}; the last {config["data"].get("val_fraction")} of its bytes
-  is the validation split.
+- **Corpus**: {corpus_facts(config["data"])}; {split_facts(config["data"])}.
 - **Validation loss**: {quality}.
 - **Model** (`config.model` of the run):
 

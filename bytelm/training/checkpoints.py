@@ -50,7 +50,11 @@ class CheckpointWriteError(CheckpointError):
 def open_manager(workdir: Path, keep: int) -> Iterator[ocp.CheckpointManager]:
     """A manager over `workdir/checkpoints` that keeps the last `keep` checkpoints, closed on every
     way out of the `with` block."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.preservation_policy.LatestN(keep),
+        enable_async_checkpointing=False,
+        create=True,
+    )
     folder = (Path(workdir) / CHECKPOINT_DIR).absolute()
     # A save cut short (SIGKILL, full disk) leaves a temporary folder: never a checkpoint, so remove it.
     # (Orbax's own cleanup_tmp_directories does this in a background thread that can outlive us.)
@@ -104,7 +108,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None
 
 
 class _Reports:
-    """Counts the writers' reports that `_quiet_writers` dropped, so a failed save can wait them out."""
+    """Notes when `_quiet_writers` last dropped a writer's report, so that a failed save can wait them out."""
 
     def __init__(self) -> None:
         self.last = time.monotonic()

@@ -1,4 +1,4 @@
-"""Validation loss over a fixed window set, with its standard error; the probe of one window."""
+"""The loss over a fixed window set, with its standard error; the probe of one window."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ def evaluate(
     batch_size: int,
     on_windows: Callable[[int], None] | None = None,
 ) -> dict:
-    """Mean validation loss (nats per byte) over the windows at `starts`, with its standard error.
+    """Mean loss (nats per byte) over the windows at `starts` of whatever split `make` cuts them from,
+    with its standard error.
 
-    `make` is a `step.batch_maker` for the validation split at `batch_size`; `on_windows(n)` hears
-    of each batch of `n` windows read back (a progress bar). Returns `val_loss`, `val_bpb` (bits per
-    byte), `val_loss_stderr` (over windows), `windows` and `tokens`."""
+    `make` is a `step.batch_maker` for the split at `batch_size`; `on_windows(n)` hears of each batch of
+    `n` windows read back (a progress bar). Returns `loss`, `bpb` (bits per byte), `loss_stderr` (over
+    windows), `windows` and `tokens` (the targets scored)."""
     sums, counts, in_flight = [], [], collections.deque()
 
     def collect() -> None:
@@ -55,11 +56,22 @@ def evaluate(
     per_window = s / np.maximum(c, 1)
     stderr = float(per_window.std(ddof=1) / math.sqrt(per_window.size)) if per_window.size > 1 else float("nan")
     return {
-        "val_loss": loss,
-        "val_bpb": loss / math.log(2),
-        "val_loss_stderr": stderr,
+        "loss": loss,
+        "bpb": loss / math.log(2),
+        "loss_stderr": stderr,
         "windows": int(starts.size),
         "tokens": int(c.sum()),
+    }
+
+
+def as_validation(ev: dict) -> dict:
+    """An `evaluate` result on the validation split as the training log records it (`val_loss`, …)."""
+    return {
+        "val_loss": ev["loss"],
+        "val_bpb": ev["bpb"],
+        "val_loss_stderr": ev["loss_stderr"],
+        "windows": ev["windows"],
+        "tokens": ev["tokens"],
     }
 
 

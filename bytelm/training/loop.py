@@ -1,4 +1,4 @@
-"""Training: corpus → windows → jitted AdamW steps → evaluations → run directory.
+"""Training: corpus → windows → jitted optimizer steps (AdamW or Muon) → evaluations → run directory.
 
 `train_and_evaluate(config, workdir)` is the whole job; `launch/train.py` only parses flags and
 calls it. It reads as its steps: check the config, build the job (model, data, mesh, steps), open
@@ -227,7 +227,9 @@ def _begin(job: Job, mngr, params, state, shardings, resume_step: int | None, ou
         job.forward, params, job.data.val, job.config.model.seq_len, tc.probe_positions
     )
     out(probe.format_report(log.probes["before"], "probe before training"))
-    ev0 = evaluation.evaluate(job.eval_step, state.params, job.make_eval, job.eval_starts(False), tc.eval_batch_size)
+    ev0 = evaluation.as_validation(
+        evaluation.evaluate(job.eval_step, state.params, job.make_eval, job.eval_starts(False), tc.eval_batch_size)
+    )
     log.evaluations.append({"step": 0, **ev0})
     out(f"step      0  val_loss {ev0['val_loss']:.4f} ± {ev0['val_loss_stderr']:.4f}")
     return state, 0, log, compiling
@@ -267,7 +269,9 @@ def _evaluate(job: Job, state, log, progress, n: int) -> None:
     tc, final = job.config.train, n == job.config.train.steps
     if final and job.lead:
         plots.preload()  # matplotlib's imports run while the devices evaluate
-    ev = evaluation.evaluate(job.eval_step, state.params, job.make_eval, job.eval_starts(final), tc.eval_batch_size)
+    ev = evaluation.as_validation(
+        evaluation.evaluate(job.eval_step, state.params, job.make_eval, job.eval_starts(final), tc.eval_batch_size)
+    )
     log.evaluations.append({"step": n, **ev})
     progress.write(
         f"step {n:>6}  val_loss {ev['val_loss']:.4f} ± {ev['val_loss_stderr']:.4f}  ({ev['val_bpb']:.3f} bits/byte)"

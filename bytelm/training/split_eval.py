@@ -76,7 +76,8 @@ def evaluate_run(
         ids, source = data.split(split), data.path
     if ids.size < 2:
         raise ConfigError(
-            f"the run's corpus has no {split} split: give it one (data.{split}_bytes or data.test_fraction), or --file"
+            f"the run's corpus has no {split} split: give it one (data.{split}_bytes or data.{split}_fraction), "
+            "or score a file with --file"
         )
     seq_len, b = config.model.seq_len, batch_size or config.train.eval_batch_size
     starts, first, described = window_set(ids.piece_sizes, seq_len, stride)
@@ -122,9 +123,9 @@ def _result(ev: dict, split: str, source: str, ids, described: str, stride: int,
         "window_set": described,
         "windows": ev["windows"],
         "tokens_scored": ev["tokens"],
-        "loss": ev["val_loss"],
-        "bpb": ev["val_bpb"],
-        "loss_stderr": ev["val_loss_stderr"],
+        "loss": ev["loss"],
+        "bpb": ev["bpb"],
+        "loss_stderr": ev["loss_stderr"],
     }
 
 
