@@ -120,6 +120,34 @@ def mamba_tiny_run(workspace):
     return workspace / "runs/mamba"
 
 
+@pytest.fixture(scope="module")
+def mamba2_tiny_run(workspace):
+    """mamba2_tiny, as mamba_tiny above: 60 steps on windows of 32 bytes (two chunks of 16)."""
+    run(
+        [
+            "launch.train",
+            f"--config={CONFIGS}/mamba2_tiny.py",
+            "--workdir=runs/mamba2",
+            "--config.train.steps=60",
+            "--config.train.eval_every=30",
+            "--config.model.seq_len=32",
+            "--config.model.chunk=16",
+            "--config.data.eval_windows=64",
+            "--config.data.final_eval_windows=128",
+            "--config.sample.generate=0",
+        ],
+        workspace,
+        env=mirror_env(optimized=True),
+    )
+    return workspace / "runs/mamba2"
+
+
+@pytest.mark.slow
+def test_mamba2_learns_through_the_same_command(workspace, mamba2_tiny_run):
+    evaluations = [e["val_loss"] for e in json.loads((mamba2_tiny_run / "train_log.json").read_text())["evaluations"]]
+    assert evaluations[0] > 5.0 and evaluations[-1] < 3.0, evaluations
+
+
 @pytest.mark.slow
 def test_mamba_learns_and_samples_through_the_same_commands(workspace, mamba_tiny_run):
     log = json.loads((workspace / "runs/mamba/train_log.json").read_text())
@@ -177,8 +205,12 @@ def _bytelm_side(run_folder, corpus_path, windows: int, new_bytes: int):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "trained, architecture, new_bytes",
-    [("gpt2_tiny_run", "GPT2LMHeadModel", 58), ("mamba_tiny_run", "MambaForCausalLM", 200)],
-    ids=["gpt2_tiny", "mamba_tiny"],
+    [
+        ("gpt2_tiny_run", "GPT2LMHeadModel", 58),
+        ("mamba_tiny_run", "MambaForCausalLM", 200),
+        ("mamba2_tiny_run", "Mamba2ForCausalLM", 200),
+    ],
+    ids=["gpt2_tiny", "mamba_tiny", "mamba2_tiny"],
 )
 def test_transformers_loads_the_export_and_agrees_with_bytelm(
     request, workspace, tmp_path, trained, architecture, new_bytes

@@ -37,6 +37,7 @@ def _run_folder(tmp_path, name: str, **model):
 FAMILIES = {
     "gpt2": ("gpt2_tiny", {"num_layers": 2}),
     "mamba": ("mamba_tiny", {"num_layers": 2, "d_model": 32}),
+    "mamba2": ("mamba2_tiny", {"num_layers": 2, "d_model": 32, "headdim": 16, "ngroups": 2}),
 }
 
 
@@ -87,11 +88,25 @@ def test_the_folder_holds_what_transformers_reads(exported):
     if config.model.name == "gpt2":
         assert hf["architectures"] == ["GPT2LMHeadModel"] and hf["n_inner"] == 512 and hf["n_positions"] == 64
         assert hf["activation_function"] == "gelu_new" and "transformer.h.1.attn.c_attn.weight" in names
-    else:
+    elif config.model.name == "mamba":
         assert hf["architectures"] == ["MambaForCausalLM"] and hf["time_step_rank"] == 2 and not hf["use_bias"]
         with safe_open(out / "model.safetensors", "np") as f:
             assert f.get_tensor("backbone.layers.0.mixer.conv1d.weight").shape == (64, 1, 4)  # [E, 1, K]
             assert f.get_tensor("backbone.layers.0.mixer.x_proj.weight").shape == (2 + 2 * 16, 64)  # rows: Δ, B, C
+    else:  # transformers' defaults are Mamba-Codestral's: every size is written out
+        assert hf["architectures"] == ["Mamba2ForCausalLM"] and hf["tie_word_embeddings"] is True
+        sizes = {k: hf[k] for k in ("num_heads", "head_dim", "n_groups", "state_size", "expand", "hidden_size")}
+        assert sizes == {
+            "num_heads": 4,
+            "head_dim": 16,
+            "n_groups": 2,
+            "state_size": 64,
+            "expand": 2,
+            "hidden_size": 32,
+        }
+        with safe_open(out / "model.safetensors", "np") as f:  # in_proj's rows: z, x, B, C, Δ; the conv over x, B, C
+            assert f.get_tensor("backbone.layers.0.mixer.in_proj.weight").shape == (2 * 64 + 2 * 2 * 64 + 4, 32)
+            assert f.get_tensor("backbone.layers.0.mixer.conv1d.weight").shape == (64 + 2 * 2 * 64, 1, 4)
     vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
     assert sorted(vocab.values()) == list(range(256)) and vocab["A"] == 65 and vocab["Ġ"] == 32  # id = byte
     assert len(byte_tokenizer.byte_to_char()) == len(set(byte_tokenizer.byte_to_char().values())) == 256

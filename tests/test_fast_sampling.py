@@ -22,7 +22,10 @@ GPT2_OPTIONS = GPT2 | dict(
     positions="rope", norm="rmsnorm", activation="relu2", qk_norm=True, biases=False, tied_head=False
 )
 MAMBA = {"name": "mamba", "seq_len": 16, "d_model": 16, "num_layers": 2, "d_state": 4, "dt_rank": "2"}
-FAMILIES = {"gpt2": GPT2, "mamba": MAMBA}
+# Chunks of 16: prompts of 15, 16 and 17 bytes end just before, at and after a chunk boundary, and the
+# steps to 48 cross two more. Two groups of two heads.
+MAMBA2 = {"name": "mamba2", "seq_len": 16, "d_model": 16, "num_layers": 2, "d_state": 4, "headdim": 8, "ngroups": 2}
+FAMILIES = {"gpt2": GPT2, "mamba": MAMBA, "mamba2": MAMBA2 | {"chunk": 16}}
 
 
 def _model(model_config: dict):

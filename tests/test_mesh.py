@@ -86,14 +86,16 @@ B, L, STEPS, SAVE_AT = 8, 32, 8, 4
 SPECS = {
     "gpt2": [("data=2", 2), ("data=2,fsdp=4", 8)],
     "mamba": [("data=2,fsdp=4", 8)],  # the same sharding rules: one mesh with both kinds covers them
+    "mamba2": [("data=2,fsdp=4", 8)],
     "gpt2_speedrun": [("data=2", 2)],  # Muon: each of the 2 devices orthogonalises one of each 2 matrices
 }
 ids = np.random.default_rng(1).integers(0, 256, size=(STEPS * B * (L + 1),)).astype(np.uint8)
 starts = lambda i: (np.arange(B) + i * B) * (L + 1)
 out = {}
-for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in ("gpt2_tiny", "mamba_tiny", "gpt2_speedrun")):
+NAMES = ("gpt2_tiny", "mamba_tiny", "mamba2_tiny", "gpt2_speedrun")
+for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in NAMES):
     cfg.model.seq_len, cfg.model.num_layers = L, 1 if cfg.name != "gpt2_speedrun" else 2
-    if cfg.model.name == "mamba":
+    if "d_model" in cfg.model:  # the Mambas, narrow (mamba2's heads of 32 channels: one head)
         cfg.model.d_model = 16
     family = cfg.name if cfg.name == "gpt2_speedrun" else cfg.model.name
     model, opt = models.build(cfg.model), optimizer.make_optimizer(cfg.train, models.family_of(cfg.model))
@@ -154,7 +156,7 @@ def test_meshes_of_1_2_and_8_devices_match_the_single_device_step_and_checkpoint
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for family in ("gpt2", "mamba", "gpt2_speedrun"):
+    for family in ("gpt2", "mamba", "mamba2", "gpt2_speedrun"):
         r = result[family]
         for spec, row in r.items():
             assert row["rel"] < 1e-5, (family, spec, row)

@@ -33,6 +33,7 @@ BYTELM_KEY = "bytelm_config"  # the run's own config, inside transformers' confi
 EXPORTS = {
     "gpt2": "bytelm.interop.hf_gpt2",
     "mamba": "bytelm.interop.hf_mamba",
+    "mamba2": "bytelm.interop.hf_mamba2",
 }
 
 

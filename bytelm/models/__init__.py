@@ -2,6 +2,8 @@
 
     gpt2     GPT-2, top to bottom (`gpt2/transformer.py`), with cached decoding and architecture options
     mamba    Mamba (`mamba/network.py`) around the selective scan's four forms (`mamba/scans.py`)
+    bigram   the byte bigram: one [256, 256] table, the baseline
+    mamba2   Mamba-2 (`mamba2/network.py`), its recurrence as chunked matmuls (SSD, `mamba2/ssd.py`)
 
 A family is one subpackage and one line of `FAMILIES`; `family.py` says what it declares. Every model
 maps one-hot tokens `[B, L, 256]` to logits `[B, L, 256]` through `model.apply(variables, x)`, where
@@ -26,6 +28,7 @@ FAMILIES = {
     "gpt2": "bytelm.models.gpt2",
     "mamba": "bytelm.models.mamba",
     "bigram": "bytelm.models.bigram",
+    "mamba2": "bytelm.models.mamba2",
 }
 
 

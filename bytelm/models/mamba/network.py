@@ -49,18 +49,18 @@ class LayerCache(NamedTuple):
     ssm: jax.Array
 
 
-def _dt_bias_init(key, shape, dtype=jnp.float32):
+def dt_bias_init(key, shape, dtype=jnp.float32):
     """Bias such that softplus(bias) is log-uniform in [DT_MIN, DT_MAX], as the official block."""
     dt = jnp.exp(jax.random.uniform(key, shape) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN))
     dt = jnp.maximum(dt, DT_INIT_FLOOR)
     return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)  # the inverse of softplus
 
 
-def _uniform(limit: float):
+def uniform(limit: float):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def _torch_linear_init(scale: float = 1.0):
+def torch_linear_init(scale: float = 1.0):
     """PyTorch's default Linear/Conv init, U(±1/sqrt(fan_in)), optionally scaled."""
     return nn.initializers.variance_scaling(scale**2 / 3.0, "fan_in", "uniform")
 
@@ -90,18 +90,18 @@ class MambaMixer(nn.Module):
     def setup(self):
         c = self.config
         d, n = c.d_inner, c.d_state
-        self.in_proj = nn.Dense(2 * d, use_bias=False, kernel_init=_torch_linear_init())
+        self.in_proj = nn.Dense(2 * d, use_bias=False, kernel_init=torch_linear_init())
         # Depthwise conv: PyTorch's init with fan_in = d_conv (one input channel per group).
-        conv_init = _uniform(1 / math.sqrt(c.d_conv))
+        conv_init = uniform(1 / math.sqrt(c.d_conv))
         self.conv_kernel = self.param("conv1d_kernel", conv_init, (c.d_conv, d))
         self.conv_bias = self.param("conv1d_bias", conv_init, (d,))
-        self.x_proj = nn.Dense(c.rank + 2 * n, use_bias=False, kernel_init=_torch_linear_init())
-        self.dt_proj = nn.Dense(d, kernel_init=_uniform(c.rank**-0.5), bias_init=_dt_bias_init)
+        self.x_proj = nn.Dense(c.rank + 2 * n, use_bias=False, kernel_init=torch_linear_init())
+        self.dt_proj = nn.Dense(d, kernel_init=uniform(c.rank**-0.5), bias_init=dt_bias_init)
         # S4D-real: A_log[i, n] = log(n + 1), so A = −(1, 2, …, d_state) in every channel.
         self.A_log = self.param("A_log", lambda k, s: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1.0), s)), (d, n))
         self.D = self.param("D", nn.initializers.ones, (d,))
         # The residual projection is scaled by 1/sqrt(num_layers), as the official init does.
-        self.out_proj = nn.Dense(c.d_model, use_bias=False, kernel_init=_torch_linear_init(1 / math.sqrt(c.num_layers)))
+        self.out_proj = nn.Dense(c.d_model, use_bias=False, kernel_init=torch_linear_init(1 / math.sqrt(c.num_layers)))
 
     def _ssm_inputs(self, x_conv):
         """SiLU'd conv output `[..., d]` → (Δ `[..., d]`, B `[..., n]`, C `[..., n]`)."""
