@@ -17,12 +17,14 @@ import ml_collections
 from bench import (
     choices,
     corpus_speed,
+    families,
     nanogpt_real,
     pack_speed,
     peers,
     sampling_speed,
     scan_speed,
     speedrun,
+    ssd_speed,
     tables,
     training_speed,
     weight_decay,
@@ -33,7 +35,7 @@ from bytelm.config_base import load_config_file
 from bytelm.data import corpus
 from bytelm.errors import UsageError
 
-SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "recipe", "speedrun")
+SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "mamba2", "families", "recipe", "speedrun")
 DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus")
 
 
@@ -57,6 +59,11 @@ class Options:
     scan_config: str = "mamba_tiny"  # the config of the scan section (and the fused-unroll choice)
     decay_steps: int = 400  # the decay section's training steps per arm and seed
     decay_seeds: int = 2
+    ssd_lengths: tuple[int, ...] = (256, 1024, 4096)  # the mamba2 section's windows
+    ssd_chunks: tuple[int, ...] = (32, 64, 128, 256)  # and its SSD chunk sizes
+    ssd_steps: int = 5  # steps per case and round
+    families_seeds: int = 2
+    families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
     nanogpt_dir: str = ""  # a nanoGPT checkout, for --peer=nanogpt
@@ -171,6 +178,8 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "choices": lambda: choices.bench_choices(o.config, configs[o.scan_config], o.repeats, log),
         "decay": lambda: weight_decay.bench_no_decay(configs[o.scan_config], o.decay_seeds, o.decay_steps, 128, log),
         "corpus": lambda: _corpus_section(o, log),
+        "mamba2": lambda: _ssd_section(o, log),
+        "families": lambda: _families_section(o, log),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),
     }
@@ -178,10 +187,28 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         doc[name] = sections[name]()
         atomic_write_json(o.out, doc)  # after each section: a later failure keeps what was measured
     if o.markdown:
-        if "speedrun" in doc:  # the curves' chart sits beside the page
+        if "speedrun" in doc:  # the curves' charts sit beside the page
             atomic_write_text(Path(o.markdown).with_name(tables.SPEEDRUN_CHART), tables.speedrun_chart(doc["speedrun"]))
+        if "families" in doc:
+            atomic_write_text(Path(o.markdown).with_name(tables.FAMILIES_CHART), tables.families_chart(doc["families"]))
         atomic_write_text(Path(o.markdown), tables.markdown(doc))
     print(f"wrote {o.out}" + (f" and {o.markdown}" if o.markdown else ""))
+
+
+def _ssd_section(o: Options, log) -> list[dict]:
+    names = ("gpt2_tiny", "mamba_tiny", "mamba2_tiny")
+    configs = {n: load_config_file(Path(o.config_dir) / f"{n}.py") for n in names}
+    ids = corpus.load(configs["mamba_tiny"].data, max(o.ssd_lengths)).train.to_array()
+    return ssd_speed.bench_ssd_speed(
+        configs, ids, list(o.ssd_lengths), list(o.ssd_chunks), o.repeats, o.ssd_steps, log, o.scan_memory_budget_gb
+    )
+
+
+def _families_section(o: Options, log) -> dict:
+    overrides = (
+        {"data.file": str(Path(o.families_corpus).resolve()), "data.test_fraction": 0.1} if o.families_corpus else None
+    )
+    return families.bench_families(o.config_dir, families.RUNS, o.families_seeds, log, overrides)
 
 
 def _pack_section(o: Options, log) -> dict:

@@ -7,18 +7,23 @@ import numpy as np
 from bytelm.reporting import charts
 
 SPEEDRUN_CHART = "BENCHMARKS_speedrun.svg"  # beside BENCHMARKS.md
+FAMILIES_CHART = "BENCHMARKS_families.svg"
+FAMILY_COLORS = {"bigram": "#888888", "gpt2_tiny": "#1f77b4", "gpt2_speedrun": "#17becf", "mamba_tiny": "#d62728"}
+FAMILY_COLORS |= {"mamba2_tiny": "#ff7f0e"}
 
 
 def markdown(doc: dict) -> str:
     """The whole page; sections the JSON lacks are left out."""
     lines = _header(doc)
     for key, render in (
+        ("families", _families),
         ("train", _training),
         ("recipe", _recipe),
         ("speedrun", _speedrun),
         ("pack", _pack),
         ("sample", _sampling),
         ("scan", _scan),
+        ("mamba2", _mamba2),
         ("choices", _choices),
         ("decay", _decay),
         ("corpus", _corpus),
@@ -329,3 +334,69 @@ def speedrun_chart(sec: dict) -> str:
             curve = first[key]["curve"]
             series.append(charts.Series(name, color, [p["t_s"] for p in curve], [p["val_loss"] for p in curve]))
     return charts.line_chart(series, "validation loss against wall time (s)", 720, 300, x_label="wall time (s)")
+
+
+def _mamba2(rows: list[dict]) -> list[str]:
+    """Mamba-2 against Mamba and GPT-2 at about equal parameters: tokens/s per window and case."""
+    lines = [
+        "## Mamba-2 (SSD) against Mamba and GPT-2: training tokens/s",
+        "",
+        "`python -m launch.benchmark --only=mamba2`: the trainer's own step on `launch.train`'s mesh, about 3,072 "
+        "tokens a step, interleaved rounds; ratios to Mamba's fused scan in the same rounds. GPT-2 is gpt2_tiny at "
+        "width 96 with rotary positions (about Mamba's parameter count at every window).",
+        "",
+        "| window | model | parameters | tokens/s | × mamba | XLA memory MB | compile s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        rate = _spread(r["tokens_per_s"]) if "tokens_per_s" in r else f"not run: {r['skipped']}"
+        ratio = f"{r['ratio_to_mamba']:.2f}" if "ratio_to_mamba" in r else ""
+        lines.append(f"| {r['length']} | {r['case']} | {r['params']:,} | {rate} | {ratio} | {r['memory_mb']:,.0f} | "
+                     f"{r['compile_s']:.1f} |")  # fmt: skip
+    return lines
+
+
+def _families(d: dict) -> list[str]:
+    """Quality per second: each config's whole-split validation against wall time, two seeds."""
+    targets = [f"{t:.2f}" for t in d["targets"]]
+    lines = [
+        "## Model families: quality per second",
+        "",
+        f"![validation loss against wall time]({FAMILIES_CHART})",
+        "",
+        "`python -m launch.benchmark --only=families`: each config trained as its own `launch.train` process, "
+        "evaluated on the whole validation split of Tiny Shakespeare (111,539 bytes) at every evaluation; the wall "
+        "time is the whole process's (start-up, compilation and evaluations included), the time to a target the "
+        "moment of the first evaluation at or below it. Training FLOPs by each family's own count. Seeds 0 / 1.",
+        "",
+        "| config | family | parameters | steps | training PFLOPs | final val (nats) | bits/byte | wall s | "
+        + " | ".join(f"time to ≤ {t}" for t in targets)
+        + " |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(targets),
+    ]
+    for name, runs in d["runs"].items():
+        f = d["facts"][name]
+        cells = [
+            name, f["family"], f"{f['params']:,}", str(runs[0]["steps"]) if runs else "",
+            f"{runs[0]['flops'] / 1e15:.3f}" if runs and runs[0].get("flops") else "—",
+            " / ".join(f"{r['final_val_loss']:.4f}" for r in runs),
+            " / ".join(f"{r['final_val_loss'] / np.log(2):.3f}" for r in runs),
+            " / ".join(f"{r['wall_s']:.0f}" for r in runs),
+        ]  # fmt: skip
+        for t in targets:
+            cells.append(" / ".join("—" if r["time_to"][t] is None else f"{r['time_to'][t]:.0f} s" for r in runs))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def families_chart(d: dict) -> str:
+    """Validation loss against wall time (log axis), one curve per config (seed 0), the Pareto front dashed."""
+    series = []
+    for name, runs in d["runs"].items():
+        curve = [p for p in runs[0]["curve"] if p["step"] > 0] if runs else []
+        color = FAMILY_COLORS.get(name, "#2ca02c")
+        series.append(charts.Series(name, color, [p["t_s"] for p in curve], [p["val_loss"] for p in curve]))
+    front = d.get("pareto", [])
+    series.append(charts.Series("Pareto front", "#000000", [p["t_s"] for p in front], [p["val_loss"] for p in front]))
+    title = "whole-split validation loss against wall time (s), seed 0"
+    return charts.line_chart(series, title, 720, 340, x_label="wall time (s), log scale", log_x=True)

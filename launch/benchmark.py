@@ -53,6 +53,13 @@ _SAMPLE_CONFIGS = flags.DEFINE_list(
 _SCAN_CONFIG = flags.DEFINE_string("scan_config", run.Options.scan_config, "the config of the scan section (Mamba)")
 _DECAY_STEPS = flags.DEFINE_integer("decay_steps", run.Options.decay_steps, "decay section: steps per arm and seed")
 _DECAY_SEEDS = flags.DEFINE_integer("decay_seeds", run.Options.decay_seeds, "decay section: seeds per arm")
+_SSD_LENGTHS = flags.DEFINE_list("ssd_lengths", [str(n) for n in run.Options.ssd_lengths], "mamba2 section: windows")
+_SSD_CHUNKS = flags.DEFINE_list("ssd_chunks", [str(n) for n in run.Options.ssd_chunks], "mamba2 section: SSD chunks")
+_SSD_STEPS = flags.DEFINE_integer("ssd_steps", run.Options.ssd_steps, "mamba2 section: steps per case and round")
+_FAMILIES_SEEDS = flags.DEFINE_integer("families_seeds", run.Options.families_seeds, "families section: seeds")
+_FAMILIES_CORPUS = flags.DEFINE_string(
+    "families_corpus", "", "families section on another corpus (a file, folder or glob; 10% test split)"
+)
 _CORPUS_GB = flags.DEFINE_float("corpus_gb", 2.0, "size of the corpus section's large corpus (made in a temp folder)")
 _CORPUS_STEPS = flags.DEFINE_integer("corpus_steps", 50, "training steps of each corpus section run")
 
@@ -75,6 +82,11 @@ def main() -> None:
         scan_config=_SCAN_CONFIG.value,
         decay_steps=_DECAY_STEPS.value,
         decay_seeds=_DECAY_SEEDS.value,
+        ssd_lengths=tuple(int(n) for n in _SSD_LENGTHS.value),
+        ssd_chunks=tuple(int(n) for n in _SSD_CHUNKS.value),
+        ssd_steps=_SSD_STEPS.value,
+        families_seeds=_FAMILIES_SEEDS.value,
+        families_corpus=_FAMILIES_CORPUS.value,
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
         nanogpt_dir=_NANOGPT_DIR.value,

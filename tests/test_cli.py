@@ -122,7 +122,7 @@ def mamba_tiny_run(workspace):
 
 @pytest.fixture(scope="module")
 def mamba2_tiny_run(workspace):
-    """mamba2_tiny, as mamba_tiny above: 60 steps on windows of 32 bytes (two chunks of 16)."""
+    """mamba2_tiny, as mamba_tiny above: 60 steps on windows of 32 bytes (two of its chunks of 16)."""
     run(
         [
             "launch.train",
@@ -131,7 +131,6 @@ def mamba2_tiny_run(workspace):
             "--config.train.steps=60",
             "--config.train.eval_every=30",
             "--config.model.seq_len=32",
-            "--config.model.chunk=16",
             "--config.data.eval_windows=64",
             "--config.data.final_eval_windows=128",
             "--config.sample.generate=0",

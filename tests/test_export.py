@@ -100,13 +100,13 @@ def test_the_folder_holds_what_transformers_reads(exported):
             "num_heads": 4,
             "head_dim": 16,
             "n_groups": 2,
-            "state_size": 64,
+            "state_size": 16,
             "expand": 2,
             "hidden_size": 32,
         }
         with safe_open(out / "model.safetensors", "np") as f:  # in_proj's rows: z, x, B, C, Δ; the conv over x, B, C
-            assert f.get_tensor("backbone.layers.0.mixer.in_proj.weight").shape == (2 * 64 + 2 * 2 * 64 + 4, 32)
-            assert f.get_tensor("backbone.layers.0.mixer.conv1d.weight").shape == (64 + 2 * 2 * 64, 1, 4)
+            assert f.get_tensor("backbone.layers.0.mixer.in_proj.weight").shape == (2 * 64 + 2 * 2 * 16 + 4, 32)
+            assert f.get_tensor("backbone.layers.0.mixer.conv1d.weight").shape == (64 + 2 * 2 * 16, 1, 4)
     vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
     assert sorted(vocab.values()) == list(range(256)) and vocab["A"] == 65 and vocab["Ġ"] == 32  # id = byte
     assert len(byte_tokenizer.byte_to_char()) == len(set(byte_tokenizer.byte_to_char().values())) == 256

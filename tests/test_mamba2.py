@@ -111,13 +111,13 @@ def test_initialisation_invariants():
     flat = param_pack.flatten(models.init_variables(models.build(config), jax.random.key(0)))
     mixer = "params/layers_0/mixer"
     A = np.exp(np.asarray(flat[f"{mixer}/A_log"]))  # A = −U(1, 16)
-    assert A.shape == (8,) and A.min() >= 1.0 and A.max() <= 16.0
+    assert A.shape == (2,) and A.min() >= 1.0 and A.max() <= 16.0
     dt = np.log1p(np.exp(np.asarray(flat[f"{mixer}/dt_bias"], np.float64)))  # softplus: log-uniform in [1e-3, 1e-1]
     assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001
     np.testing.assert_array_equal(flat[f"{mixer}/D"], 1.0)
     np.testing.assert_array_equal(flat[f"{mixer}/norm/scale"], 1.0)
-    assert flat[f"{mixer}/in_proj/kernel"].shape == (128, 2 * 256 + 2 * 64 + 8)  # z, x, B, C, Δ
-    assert flat[f"{mixer}/conv1d_kernel"].shape == (4, 256 + 2 * 64)  # over x, B and C only
+    assert flat[f"{mixer}/in_proj/kernel"].shape == (128, 2 * 256 + 2 * 16 + 2)  # z, x, B, C, Δ
+    assert flat[f"{mixer}/conv1d_kernel"].shape == (4, 256 + 2 * 16)  # over x, B and C only
     out = np.asarray(flat[f"{mixer}/out_proj/kernel"])  # PyTorch's Linear init, scaled by 1/sqrt(layers)
     assert abs(out.max() - 1 / math.sqrt(256) / 2) < 0.01 and not any("head" in p for p in flat)
 

@@ -95,8 +95,10 @@ out = {}
 NAMES = ("gpt2_tiny", "mamba_tiny", "mamba2_tiny", "gpt2_speedrun")
 for cfg in (load_config_file(f"{sys.argv[1]}/{name}.py") for name in NAMES):
     cfg.model.seq_len, cfg.model.num_layers = L, 1 if cfg.name != "gpt2_speedrun" else 2
-    if "d_model" in cfg.model:  # the Mambas, narrow (mamba2's heads of 32 channels: one head)
+    if "d_model" in cfg.model:  # the Mambas, narrow (mamba2: two heads of 16 channels)
         cfg.model.d_model = 16
+    if "headdim" in cfg.model:
+        cfg.model.headdim = 16
     family = cfg.name if cfg.name == "gpt2_speedrun" else cfg.model.name
     model, opt = models.build(cfg.model), optimizer.make_optimizer(cfg.train, models.family_of(cfg.model))
     params = jax.device_get(models.init_variables(model, jax.random.key(0)))

@@ -4,6 +4,7 @@
     mamba    Mamba (`mamba/network.py`) around the selective scan's four forms (`mamba/scans.py`)
     bigram   the byte bigram: one [256, 256] table, the baseline
     mamba2   Mamba-2 (`mamba2/network.py`), its recurrence as chunked matmuls (SSD, `mamba2/ssd.py`)
+    hierarchical  byte layers around a main network over chunks (H-Net, SpaceByte, fixed patches)
 
 A family is one subpackage and one line of `FAMILIES`; `family.py` says what it declares. Every model
 maps one-hot tokens `[B, L, 256]` to logits `[B, L, 256]` through `model.apply(variables, x)`, where
@@ -29,6 +30,7 @@ FAMILIES = {
     "mamba": "bytelm.models.mamba",
     "bigram": "bytelm.models.bigram",
     "mamba2": "bytelm.models.mamba2",
+    "hierarchical": "bytelm.models.hierarchical",
 }
 
 

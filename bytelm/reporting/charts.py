@@ -32,10 +32,18 @@ def _tick(value: float, _position=None) -> str:
 
 
 def line_chart(
-    series: list[Series], title: str, width_px: int, height_px: int, *, log_y: bool = False, x_label: str = "step"
+    series: list[Series],
+    title: str,
+    width_px: int,
+    height_px: int,
+    *,
+    log_y: bool = False,
+    log_x: bool = False,
+    x_label: str = "step",
 ) -> str:
     """An SVG `<svg>` element: every series as a line against step, named in a legend when there are
-    several. Non-finite values are left out; a chart with none left says so. `log_y` is honoured when
+    several. Non-finite values are left out; a chart with none left says so. `log_x` draws x on a log axis
+    (positive values: wall times). `log_y` is honoured when
     every value is positive and they span a decade or more (within less, a log axis has no labelled
     tick). The root carries `role="img"` and `aria-label` = `title`; each line the id `series-NAME`.
 
@@ -63,7 +71,11 @@ def line_chart(
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())  # decades only: 0.1, 1, 10
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(_tick))
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=x_label == "step"))
+        if log_x:  # wall times from seconds to many minutes: a decade per major tick
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=x_label == "step"))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(_tick))
         ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
         ax.set_xlabel(x_label)

@@ -31,7 +31,9 @@ HIST_BINS = 16
 CHART_W, CHART_H = 720, 260
 SMALL_W, SMALL_H = 340, 170
 # Per-step fields charted beside the losses, and whether on a log axis (a gradient norm spans decades).
-RECORD_CHARTS = {"lr": False, "grad_norm": True, "tokens_per_s": False}
+# The per-step charts, each drawn when the records have it: a hierarchical model's sown metrics too.
+RECORD_CHARTS = {"lr": False, "grad_norm": True, "tokens_per_s": False, "model/boundary_fraction": False}
+RECORD_CHARTS |= {"model/overflow_windows": False, "model/ratio_loss": False}
 RECORD_COLOR = "#6a51a3"
 
 STYLE = """

@@ -88,6 +88,7 @@ class StepRecorder:
             "tokens_per_s": self.tokens_per_step / dt,
             "wall_s": timing["wall_offset"] + now - self.t0,
         }
+        rec |= {k: float(v) for k, v in m.items() if k.startswith("model/")}  # what the model sowed
         if skipped:
             rec["skipped"] = True
         self.history.records.append(rec)

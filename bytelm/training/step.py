@@ -28,6 +28,21 @@ def masked_nll(logits_BxLxV: jax.Array, y_BxLxV: jax.Array, mask_BxL: jax.Array)
     return -jnp.sum(y_BxLxV * logp, axis=-1) * mask_BxL
 
 
+# What a model may sow while it trains (`flax.linen.Module.sow`): losses added to the language-model loss
+# (a hierarchical model's ratio loss), and numbers logged with each step (its compression, its overflow).
+SOWN = ("losses", "metrics")
+
+
+def model_metrics(sown: dict) -> dict:
+    """The numbers a model sowed into `metrics`, as the step's `model/<name>` metrics (their sum when sown
+    more than once), and its weighted `losses` as `model/<name>_loss`."""
+    out = {}
+    for collection, suffix in (("metrics", ""), ("losses", "_loss")):
+        for name, values in sown.get(collection, {}).items():
+            out[f"model/{name}{suffix}"] = sum(jax.tree_util.tree_leaves(values))
+    return out
+
+
 def _keep_if(ok: jax.Array, new, old):
     """`new` where `ok`, else `old`, leaf by leaf (a skipped step leaves the state as it was)."""
     return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
@@ -44,7 +59,9 @@ def make_steps(
 ) -> tuple[Callable, Callable]:
     """The jitted train step (donating its state) and eval step for `model`.
 
-    `train_step(state, batch) -> (state, {'loss', 'grad_norm'[, 'skipped']})`;
+    `train_step(state, batch) -> (state, {'loss', 'grad_norm'[, 'skipped'], 'model/…'})`, where `loss` is the
+    language-model loss (nats per byte) and the `model/…` metrics what the model sowed (`SOWN`; its
+    `losses` are added to the loss that is differentiated);
     `eval_step(params, batch) -> (per-window NLL sums [B], target counts [B])`.
     With `max_grad_norm_skip > 0`, a step whose loss or gradient norm is non-finite or whose gradient
     norm is above it leaves the parameters and optimizer state as they were (`metrics['skipped']`);
@@ -55,16 +72,19 @@ def make_steps(
     step's per-window outputs come back replicated.
     """
 
-    def loss_fn(params, batch: batches.Batch) -> jax.Array:
-        nll = masked_nll(model.apply(params, batch.x), batch.y, batch.mask)
-        return nll.sum() / jnp.maximum(batch.mask.sum(), 1.0)
+    def loss_fn(params, batch: batches.Batch) -> tuple[jax.Array, tuple]:
+        logits, sown = model.apply(params, batch.x, mutable=list(SOWN))
+        nll = masked_nll(logits, batch.y, batch.mask)
+        loss = nll.sum() / jnp.maximum(batch.mask.sum(), 1.0)
+        aux = sum(jax.tree_util.tree_leaves(sown.get("losses", {})), jnp.zeros(()))
+        return loss + aux, (loss, model_metrics(sown))
 
     def train_step(state: TrainState, batch: batches.Batch) -> tuple[TrainState, dict]:
         batches.assert_batch(batch, batch_size, seq_len)  # fires at trace time, i.e. the first step
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        (_, (loss, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **extra}
         if max_grad_norm_skip > 0:
             gn = metrics["grad_norm"]
             ok = jnp.isfinite(loss) & jnp.isfinite(gn) & (gn <= max_grad_norm_skip)

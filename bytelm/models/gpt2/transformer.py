@@ -79,14 +79,14 @@ def _out_std(config: GPT2Config) -> float:
     return 0.0 if config.zero_init else INIT_STD / math.sqrt(2 * config.num_layers)
 
 
-def rotary(x_BxLxHxK: jax.Array, positions_L: jax.Array, base: float) -> jax.Array:
+def rotary(x_BxLxHxK: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     """Rotary position embedding (Su et al. 2021), half-split pairing: channel i < K/2 and i + K/2
-    form a pair rotated by the angle `position · base^(−2i/K)`. `positions_L` may be any integers
-    (they need not start at 0). Returns `[B, L, H, K]` in the input's dtype."""
+    form a pair rotated by the angle `position · base^(−2i/K)`. `positions` `[L]` (or `[B, L]`, a row
+    each) may be any integers (they need not start at 0). Returns `[B, L, H, K]` in the input's dtype."""
     half = x_BxLxHxK.shape[-1] // 2
     inv_freq_K2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_Lx1xK2 = (positions_L.astype(jnp.float32)[:, None] * inv_freq_K2)[:, None, :]
-    cos, sin = jnp.cos(angle_Lx1xK2), jnp.sin(angle_Lx1xK2)
+    angle = (positions.astype(jnp.float32)[..., None] * inv_freq_K2)[..., None, :]  # [(B,) L, 1, K/2]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
     x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxLxHxK.dtype)
 
@@ -104,11 +104,14 @@ def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.
 
     Without `pos`, queries and keys are the same L positions (plain causal attention). With `pos`
     (cached decoding), the L queries sit at pos..pos+L−1 and the S >= L keys at 0..S−1; slots after
-    a query's position hold stale or no data and are masked out. Returns `[B, L, H, K]`.
+    a query's position hold stale or no data and are masked out. `pos` is a scalar, or `[B]` when each
+    row is at its own position. Returns `[B, L, H, K]`.
     """
     L, S = q_BxLxHxK.shape[1], k_BxSxHxK.shape[1]
-    q_pos = jnp.arange(L) + (0 if pos is None else pos)
-    visible_LxS = jnp.arange(S)[None, :] <= q_pos[:, None]
+    q_pos = jnp.arange(L) + (0 if pos is None else jnp.asarray(pos)[..., None])  # [L] or [B, L]
+    visible_LxS = jnp.arange(S) <= q_pos[..., None]
+    if visible_LxS.ndim == 3:  # a row each: [B, 1 (heads), L, S]
+        visible_LxS = visible_LxS[:, None]
     scores_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) / math.sqrt(q_BxLxHxK.shape[-1])
     # The softmax runs in float32 whatever the compute dtype (a no-op cast in float32).
     scores_BxHxLxS = scores_BxHxLxS.astype(jnp.float32)
@@ -143,14 +146,19 @@ class CausalSelfAttention(nn.Module):
         return out, cache
 
     def _cached(self, q, k, v, cache: KVCache, pos):
-        """Writes this call's keys and values at their positions, then attends over the cache."""
+        """Writes this call's keys and values at their positions, then attends over the cache. `pos` is
+        a scalar, or `[B]` (one new position per row, L = 1: a hierarchical model's chunks)."""
         if self.config.positions == "rope":  # rotated at their own positions, as the full forward does
-            positions = pos + jnp.arange(q.shape[1])
+            positions = jnp.asarray(pos)[..., None] + jnp.arange(q.shape[1])
             q, k = (rotary(a, positions, self.config.rope_base) for a in (q, k))
-        cache = KVCache(  # (the cache keeps its own dtype whatever the compute dtype)
-            jax.lax.dynamic_update_slice_in_dim(cache.k, k.astype(cache.k.dtype), pos, axis=1),
-            jax.lax.dynamic_update_slice_in_dim(cache.v, v.astype(cache.v.dtype), pos, axis=1),
-        )
+        k, v = k.astype(cache.k.dtype), v.astype(cache.v.dtype)  # (the cache keeps its own dtype)
+        if jnp.ndim(pos) == 0:
+            cache = KVCache(
+                *(jax.lax.dynamic_update_slice_in_dim(c, a, pos, axis=1) for c, a in zip(cache, (k, v), strict=True))
+            )
+        else:  # each row's one new key and value at its own slot
+            at = (jnp.arange(cache.k.shape[1]) == pos[:, None])[:, :, None, None]
+            cache = KVCache(jnp.where(at, k, cache.k), jnp.where(at, v, cache.v))
         return causal_attention(q, cache.k, cache.v, pos), cache
 
 

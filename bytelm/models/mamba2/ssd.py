@@ -18,14 +18,28 @@ Departures from `ssd_minimal.py`, each for a reason: any length (padded after di
 and Δ·A = 0, so padded steps neither decay nor add and the final state stays exact, where the official
 reference asserts a multiple of Q); B and C kept per group (heads reshaped to (G, H/G)) instead of
 broadcast to every head; each 3- and 4-operand einsum split into 2-operand products, so the contraction
-order is fixed rather than left to opt_einsum; the cumulative sums, decays and states in float32.
+order is fixed rather than left to opt_einsum; the cumulative sums, decays and states in float32. For
+XLA:CPU's sake (BENCHMARKS.md, Mamba-2): the chunks are laid out heads first, so that the masked
+products are plain batched matmuls; cumulative sums are products with a triangular matrix (`cumsum`);
+and the within-chunk product has its own backward (`masked_mix`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
+
+
+def cumsum(a: jax.Array, axis: int = -1) -> jax.Array:
+    """`jnp.cumsum` along `axis` as a product with a lower-triangular matrix of ones: XLA:CPU lowers a
+    cumulative sum to a reduce-window whose cost grows with the square of the length, and these
+    lengths (a chunk, the chunks) are short enough for a matmul."""
+    T = a.shape[axis]
+    summed = jnp.moveaxis(a, axis, -1) @ jnp.triu(jnp.ones((T, T), a.dtype))  # out[j] = Σ_{k<=j} a[k]
+    return jnp.moveaxis(summed, -1, axis)
 
 
 def segsum(a: jax.Array) -> jax.Array:
@@ -37,7 +51,7 @@ def segsum(a: jax.Array) -> jax.Array:
     inf · 0 ever reaches a gradient."""
     T = a.shape[-1]
     below = jnp.tril(jnp.ones((T, T), bool), -1)
-    sums = jnp.cumsum(jnp.where(below, a[..., :, None], 0.0), axis=-2)  # [i, j] = Σ_{j<k<=i} a_k
+    sums = cumsum(jnp.where(below, a[..., :, None], 0.0), axis=-2)  # [i, j] = Σ_{j<k<=i} a_k
     return jnp.where(jnp.tril(jnp.ones((T, T), bool)), sums, -jnp.inf)
 
 
@@ -75,37 +89,72 @@ def ssd_sequential(x, dt, A, B, C, state0=None):
     return jnp.moveaxis(y, 0, 1), state
 
 
-def ssd_chunked(x, dt, A, B, C, chunk: int, state0=None):
-    """SSD over chunks of `chunk` positions (arguments and results as `ssd`)."""
-    b, l, H, P, G, N = _check(x, dt, A, B, C)
-    R, pad = H // G, (-l) % chunk  # R heads per group
+@jax.custom_vjp
+def masked_mix(CB, L, X):
+    """The within-chunk product y_r = (CB ∘ L_r) X_r for every head r of a group: CB `[b, G, c, Q, Q]`
+    (C·Bᵀ, shared by the group's heads), L and X head-major, `[R, b, G, c, Q, Q]` and `[R, b, G, c, Q, P]`.
+
+    Its own backward for one reason: autodiff's gradient of the broadcast CB is a strided reduction over
+    the heads, which XLA:CPU runs several times slower than a sum of the heads' slices."""
+    return (CB * L) @ X
+
+
+def _masked_mix_fwd(CB, L, X):
+    M = CB * L
+    return M @ X, (CB, L, X, M)
+
+
+def _masked_mix_bwd(residuals, dY):
+    CB, L, X, M = residuals
+    dM = dY @ jnp.swapaxes(X, -1, -2)
+    dCB_heads = dM * L
+    dCB = functools.reduce(jnp.add, [dCB_heads[r] for r in range(dCB_heads.shape[0])])  # one elementwise sum
+    return dCB, dM * CB, jnp.swapaxes(M, -1, -2) @ dY
+
+
+masked_mix.defvjp(_masked_mix_fwd, _masked_mix_bwd)
+
+
+def _head_major(x, dt, A, B, C, chunk: int):
+    """Discretised and padded inputs in chunks, heads first: X `[R, b, G, c, Q, P]`, the log decays a
+    `[R, b, G, c, Q]`, B and C `[b, G, c, Q, N]` (R heads per group, c chunks)."""
+    b, l, H, P = x.shape
+    G, N = B.shape[-2:]
+    R, pad = H // G, (-l) % chunk
     X = (x * dt[..., None]).astype(jnp.float32)  # discretised: the input x·Δ and the log decay Δ·A
     a = (dt * A).astype(jnp.float32)
     if pad:  # after discretising: a padded step adds nothing (X = 0) and decays nothing (a = 0)
         X, a, B, C = (jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2)) for v in (X, a, B, C))
     c = (l + pad) // chunk
-    X = X.reshape(b, c, chunk, G, R, P)
-    B, C = (v.reshape(b, c, chunk, G, N).astype(jnp.float32) for v in (B, C))
-    a = jnp.moveaxis(a.reshape(b, c, chunk, G, R), (3, 4), (1, 2))  # [b, G, R, c, Q]
-    a_cum = jnp.cumsum(a, axis=-1)
+    X = jnp.transpose(X.reshape(b, c, chunk, G, R, P), (4, 0, 3, 1, 2, 5))
+    a = jnp.transpose(a.reshape(b, c, chunk, G, R), (4, 0, 3, 1, 2))
+    B, C = (jnp.transpose(v.reshape(b, c, chunk, G, N), (0, 3, 1, 2, 4)).astype(jnp.float32) for v in (B, C))
+    return X, a, B, C
+
+
+def ssd_chunked(x, dt, A, B, C, chunk: int, state0=None):
+    """SSD over chunks of `chunk` positions (arguments and results as `ssd`)."""
+    b, l, H, P, G, N = _check(x, dt, A, B, C)
+    R = H // G
+    X, a, B, C = _head_major(x, dt, A, B, C, chunk)
+    a_cum = cumsum(a)
     # 1. Within each chunk: y_i = Σ_{j<=i} (C_i · B_j) decay(j → i) X_j, a masked Q × Q product.
-    CB = jnp.einsum("bcign,bcjgn->bgcij", C, B)  # [b, G, c, Q, Q], once per group
-    M = CB[:, :, None] * jnp.exp(segsum(a))  # [b, G, R, c, Q, Q]
-    y_diag = jnp.einsum("bgrcij,bcjgrp->bcigrp", M, X)
+    y_diag = masked_mix(C @ jnp.swapaxes(B, -1, -2), jnp.exp(segsum(a)), X)
     # 2. Each chunk's own contribution to the state at its end.
-    decay_to_end = jnp.exp(a_cum[..., -1:] - a_cum)  # [b, G, R, c, Q]
-    weighted = X * jnp.moveaxis(decay_to_end, (1, 2), (3, 4))[..., None]  # [b, c, Q, G, R, P]
-    states = jnp.einsum("bcjgn,bcjgrp->bcgrpn", B, weighted)
+    decay_to_end = jnp.exp(a_cum[..., -1:] - a_cum)  # [R, b, G, c, Q]
+    states = jnp.einsum("bgcjn,rbgcjp->rbgcpn", B, X * decay_to_end[..., None])
     # 3. The states at the chunks' starts: the incoming state and each chunk's, decayed across chunks.
-    first = jnp.zeros((b, 1, G, R, P, N), jnp.float32) if state0 is None else state0.reshape(b, 1, G, R, P, N)
-    states = jnp.concatenate([first.astype(jnp.float32), states], axis=1)  # [b, c + 1, G, R, P, N]
-    across = jnp.exp(segsum(jnp.pad(a_cum[..., -1], [(0, 0)] * 3 + [(1, 0)])))  # [b, G, R, c + 1, c + 1]
-    states = jnp.einsum("bgrzc,bcgrpn->bzgrpn", across, states)
-    starts, final = states[:, :-1], states[:, -1]
+    first = jnp.zeros((R, b, G, 1, P, N), jnp.float32)
+    if state0 is not None:
+        first = jnp.transpose(state0.reshape(b, G, R, 1, P, N), (2, 0, 1, 3, 4, 5)).astype(jnp.float32)
+    states = jnp.concatenate([first, states], axis=3)  # [R, b, G, c + 1, P, N]
+    across = jnp.exp(segsum(jnp.pad(a_cum[..., -1], [(0, 0)] * 3 + [(1, 0)])))  # [R, b, G, c + 1, c + 1]
+    states = jnp.einsum("rbgzc,rbgcpn->rbgzpn", across, states)
+    starts, final = states[:, :, :, :-1], states[:, :, :, -1]
     # 4. What the state at a chunk's start gives each position of it.
-    y_state = jnp.einsum("bcign,bcgrpn->bcigrp", C, starts) * jnp.moveaxis(jnp.exp(a_cum), (1, 2), (3, 4))[..., None]
-    y = (y_diag + y_state).reshape(b, c * chunk, H, P)[:, :l]
-    return y, final.reshape(b, H, P, N)
+    y_state = jnp.einsum("bgcin,rbgcpn->rbgcip", C, starts) * jnp.exp(a_cum)[..., None]
+    y = jnp.transpose(y_diag + y_state, (1, 3, 4, 2, 0, 5)).reshape(b, -1, H, P)[:, :l]
+    return y, jnp.transpose(final, (1, 2, 0, 3, 4)).reshape(b, H, P, N)
 
 
 def ssd(x, dt, A, B, C, *, mode: str = "chunked", chunk: int = 64, state0=None):

@@ -1,0 +1,196 @@
+"""The hierarchical family: causality of the logits and of the boundaries, the chunk/dechunk reductions,
+the EMA against a float64 loop, static shapes, overflow, the ratio loss, and cached decoding across
+chunk boundaries, for each boundary rule."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bytelm import models
+from bytelm.artifacts import param_pack
+from bytelm.data import batches
+from bytelm.models import decoding
+from bytelm.models.hierarchical import boundaries, chunking
+from bytelm.sampling.decoders import make_sampler
+from bytelm.sampling.settings import SampleSettings
+from bytelm.training import optimizer, step
+from conftest import byte_ids, load_config, normal, one_hot, rel_err
+
+L = 24
+BASE = {
+    "name": "hierarchical", "seq_len": L, "d_model": 32, "chunk_ratio": 4, "encoder_layers": 1, "decoder_layers": 1,
+    "main_layers": 1, "main_heads": 2, "headdim": 16, "d_state": 8, "ssd_chunk": 8, "byte_heads": 2,
+}  # fmt: skip
+RULES = {
+    "learned": BASE | {"boundaries": "learned"},
+    "space": BASE | {"boundaries": "space"},
+    "fixed": BASE | {"boundaries": "fixed", "byte_layers": "gpt2"},
+}
+TEXT = b"To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
+
+
+@functools.cache
+def _model(rule: str, **changes):
+    model = models.build(RULES[rule] | changes)
+    variables = models.init_variables(model, jax.random.key(1))
+    if rule == "learned":  # a trained-looking router: W_q, W_k away from the identity, so p varies
+        flat = param_pack.flatten(variables)
+        for name in ("q_proj", "k_proj"):
+            key = f"params/router/{name}/kernel"
+            flat[key] = flat[key] + normal(len(name), flat[key].shape)
+        variables = param_pack.unflatten(flat)
+    return model, variables
+
+
+def _text(n: int, rows: int = 2) -> np.ndarray:
+    ids = np.frombuffer(TEXT, np.uint8).astype(np.int32)
+    return np.stack([np.roll(ids, -7 * r)[:n] for r in range(rows)])
+
+
+@functools.cache
+def _seen(model):
+    return jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"])[1]["intermediates"]["boundaries"][0])
+
+
+def _boundaries(model, variables, ids) -> np.ndarray:
+    return np.asarray(_seen(model)(variables, one_hot(ids)))
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_logits_and_boundaries_before_i_ignore_every_byte_from_i_on(rule):
+    """Causality by perturbation, at every i of a window: bytes ≥ i replaced, the logits and the
+    boundaries before i unchanged; and the rows of a batch independent of each other."""
+    model, variables = _model(rule)
+    apply = jax.jit(model.apply)
+    ids = _text(L)
+    base, base_b = np.asarray(apply(variables, one_hot(ids))), _boundaries(model, variables, ids)
+    assert 1 < base_b[0].sum() < L  # (there are boundaries to check)
+    for i in range(L):
+        other = ids.copy()
+        other[0, i:] = byte_ids(i, (L - i,))  # row 0's future; row 1 untouched
+        logits, b = np.asarray(apply(variables, one_hot(other))), _boundaries(model, variables, other)
+        np.testing.assert_array_equal(logits[0, :i], base[0, :i])
+        np.testing.assert_array_equal(b[0, :i], base_b[0, :i])
+        np.testing.assert_array_equal(logits[1], base[1])
+
+
+@pytest.mark.parametrize("rule", ["learned", "space"])
+def test_causality_by_gradients_of_the_logits_and_of_the_boundary_probabilities(rule):
+    model, variables = _model(rule)
+    x = one_hot(_text(L))
+
+    def probabilities(x):  # p as the model computes it, for the learned rule through the encoder
+        h = x @ variables["params"]["embedding"]
+        if rule == "space":
+            return boundaries.space(x)[0]
+        enc = model.apply(variables, h, method=lambda m, h: m._bytes(m.encoder, h)[0])
+        return model.apply(variables, enc, method=lambda m, e: m.router(e)[0])
+
+    for f in (lambda x, t: model.apply(variables, x)[0, t].sum(), lambda x, t: probabilities(x)[0, t]):
+        grad = jax.jit(jax.grad(f))
+        for t in (0, 5, 13, L - 1):
+            g = np.asarray(grad(x, t))
+            assert float(np.abs(g[0, t + 1 :]).max(initial=0.0)) == 0.0 and float(np.abs(g[1]).max()) == 0.0
+
+
+def test_fixed_with_a_stride_of_one_and_no_byte_layers_is_the_plain_gpt():
+    """Every byte a chunk, so the main network sees the bytes themselves; the residual starts at zero."""
+    hier = models.build(BASE | {"boundaries": "fixed", "chunk_ratio": 1, "encoder_layers": 0, "decoder_layers": 0})
+    gpt = models.build({"name": "gpt2", "seq_len": L, "num_layers": 1, "num_heads": 2, "head_dim": 16,
+                        "ffn_hidden": 128, "positions": "rope", "norm": "rmsnorm"})  # fmt: skip
+    g = param_pack.flatten(models.init_variables(gpt, jax.random.key(3)))
+    h = param_pack.flatten(models.init_variables(hier, jax.random.key(4)))
+    for path in h:  # the GPT's weights in the hierarchical model's places
+        theirs = path.replace("main_0", "h_0").replace("embedding", "wte").replace("norm_f", "ln_f")
+        if theirs in g:
+            h[path] = g[theirs]
+    x = one_hot(_text(L))
+    ours = jax.jit(hier.apply)(param_pack.unflatten(h), x)
+    assert rel_err(ours, jax.jit(gpt.apply)(param_pack.unflatten(g), x)) < 1e-6
+
+
+def test_dechunk_of_chunk_with_a_boundary_at_every_byte_is_the_identity():
+    h = normal(0, (2, 9, 5))
+    b = np.ones((2, 9), bool)
+    positions, valid, count = chunking.slot_positions(b, 9)
+    smoothed = chunking.smooth(chunking.chunk(h, positions), b.astype(np.float32), positions)
+    np.testing.assert_array_equal(chunking.dechunk(smoothed, b), h)
+    assert valid.all() and count.tolist() == [9, 9]
+
+
+def test_the_ema_equals_a_float64_loop():
+    z, p = normal(1, (3, 11, 4)), np.random.default_rng(2).uniform(0, 1, (3, 11)).astype(np.float32)
+    expected, prev = np.zeros((3, 11, 4)), np.zeros((3, 4))
+    for s in range(11):
+        prev = p[:, s, None] * np.float64(z[:, s]) + (1 - p[:, s, None]) * prev
+        expected[:, s] = prev
+    assert rel_err(jax.jit(chunking.ema)(z, p), expected) < 1e-6
+
+
+def test_overflow_keeps_the_first_slots_and_the_later_bytes_read_the_last_chunk():
+    b = np.array([[1, 0, 1, 1, 1, 0, 1, 1]], bool)  # 6 boundaries, 3 slots
+    positions, valid, count = chunking.slot_positions(b, 3)
+    assert positions.tolist() == [[0, 2, 3]] and valid.all() and count.tolist() == [6]
+    smoothed = np.arange(3, dtype=np.float32)[None, :, None] * np.ones((1, 3, 2), np.float32)
+    assert chunking.dechunk(smoothed, b)[0, :, 0].tolist() == [0, 0, 1, 2, 2, 2, 2, 2]
+
+
+def test_a_window_past_its_slots_is_counted_and_every_target_scored():
+    model, variables = _model("fixed", slots=3)  # 6 chunks of 4 bytes a window: 3 overflow
+    opt = optimizer.make_optimizer(load_config("gpt2_tiny").train, models.family("hierarchical"))
+    state = step.TrainState(np.zeros((), np.int32), variables, opt.init(variables))
+    train_step = step.make_steps(model, opt, 2, L)[0]
+    _, metrics = train_step(state, batches.make_batch(np.frombuffer(TEXT, np.uint8), np.array([0, 30]), L))
+    assert float(metrics["model/overflow_windows"]) == 1.0 and float(metrics["model/overflow_boundaries"]) == 6.0
+    assert float(metrics["model/boundary_fraction"]) == 0.25 and np.isfinite(float(metrics["loss"]))
+
+
+def test_no_recompilation_for_batches_with_other_boundary_counts():
+    model, variables = _model("space")
+    apply = jax.jit(model.apply)
+    for seed in range(3):
+        apply(variables, one_hot(byte_ids(seed, (2, L))))
+    apply(variables, one_hot(_text(L)))
+    assert apply._cache_size() == 1
+
+
+def test_the_ratio_loss_is_one_at_the_target_and_its_gradient_reaches_the_router():
+    N = 4.0
+    b = np.zeros((2, 8), bool)
+    b[:, ::4] = True  # F = 1/4
+    assert float(boundaries.ratio_loss(np.full((2, 8), 0.25, np.float32), b, N)) == pytest.approx(1.0)
+    assert float(boundaries.ratio_loss(np.full((2, 8), 0.9, np.float32), np.ones((2, 8), bool), N)) > 1.5
+    model, variables = _model("learned")
+    loss = lambda v: jax.tree_util.tree_leaves(model.apply(v, one_hot(_text(L)), mutable=["losses"])[1])[0]
+    grads = jax.jit(jax.grad(loss))(variables)["params"]["router"]
+    assert all(float(jnp.abs(grads[n]["kernel"]).max()) > 0 for n in ("q_proj", "k_proj"))
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("prompt_length", [3, 4, 5])  # fixed chunks of 4: before, at and after a boundary
+def test_cached_decoding_equals_the_full_forward_across_chunk_boundaries(rule, prompt_length):
+    """Prefill, then a step per byte to 2 × seq_len: within the window the caches (the main network's
+    advancing at boundaries only), past it the window re-run."""
+    model, variables = _model(rule)
+    ids = _text(2 * L)
+    reference = make_sampler(model, variables, "reference")
+    logits, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, ids[:, :32], prompt_length)
+    step_fn = jax.jit(functools.partial(decoding.step, model))
+    for p in range(prompt_length, 2 * L):
+        expected = np.stack([reference.logits(list(ids[r, :p])) for r in range(2)])
+        assert rel_err(logits, expected) < 1e-5, p
+        logits, cache = step_fn(variables, ids[:, p], cache)
+    assert int(np.asarray(cache.chunks).min()) >= 3
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_the_fast_sampler_gives_the_references_bytes(rule):
+    model, variables = _model(rule)
+    settings = SampleSettings(generate=40, temperature=0.9, top_k=20, repeat_penalty=0.5, repeat_window=8, seed=4)
+    reference = make_sampler(model, variables, "reference").continue_ids(list(b"ROMEO: is"), settings)
+    assert make_sampler(model, variables, "fast", 8).continue_ids(list(b"ROMEO: is"), settings) == reference
