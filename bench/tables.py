@@ -9,7 +9,8 @@ from bytelm.reporting import charts
 SPEEDRUN_CHART = "BENCHMARKS_speedrun.svg"  # beside BENCHMARKS.md
 FAMILIES_CHART = "BENCHMARKS_families.svg"
 FAMILY_COLORS = {"bigram": "#888888", "gpt2_tiny": "#1f77b4", "gpt2_speedrun": "#17becf", "mamba_tiny": "#d62728"}
-FAMILY_COLORS |= {"mamba2_tiny": "#ff7f0e"}
+FAMILY_COLORS |= {"mamba2_tiny": "#ff7f0e", "record_2min": "#2ca02c", "record_10min": "#006400"}
+FAMILY_COLORS |= {"hierarchical_learned": "#9467bd", "hierarchical_space": "#8c564b", "hierarchical_fixed": "#e377c2"}
 
 
 def markdown(doc: dict) -> str:
@@ -386,6 +387,27 @@ def _families(d: dict) -> list[str]:
         for t in targets:
             cells.append(" / ".join("—" if r["time_to"][t] is None else f"{r['time_to'][t]:.0f} s" for r in runs))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""] + _budgets(d)
+
+
+BUDGETS_S = (120, 300, 600)
+
+
+def _budgets(d: dict) -> list[str]:
+    """The best whole-split validation each config had reached by 2, 5 and 10 minutes (seeds 0 / 1)."""
+    lines = [
+        "The best whole-split validation loss each config had reached within a budget of wall time (an "
+        "evaluation that ended by then; — for none yet). Seeds 0 / 1.",
+        "",
+        "| config | " + " | ".join(f"by {b // 60} min" for b in BUDGETS_S) + " |",
+        "| --- |" + " --- |" * len(BUDGETS_S),
+    ]
+    for name, runs in d["runs"].items():
+        cells = []
+        for budget in BUDGETS_S:
+            best = [min((p["val_loss"] for p in r["curve"] if p["t_s"] <= budget), default=None) for r in runs]
+            cells.append(" / ".join("—" if v is None else f"{v:.4f}" for v in best))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

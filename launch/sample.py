@@ -40,6 +40,9 @@ _DECODE = flags.DEFINE_enum(
 )
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "independent continuations; sample i uses seed + i")
 _STREAM_CHUNK = flags.DEFINE_integer("stream_chunk", None, "bytes per compiled chunk of the fast sampler")
+_MARK_CHUNKS = flags.DEFINE_bool(
+    "mark_chunks", False, "print each sample whole with '|' before every byte that starts a chunk (hierarchical models)"
+)
 flags.mark_flag_as_required("checkpoint_dir")
 
 
@@ -89,6 +92,7 @@ def main() -> None:
         chunk=chunk,
         num_samples=_NUM_SAMPLES.value,
         loop=_INTERACTIVE.value,
+        mark_chunks=_MARK_CHUNKS.value,
     )
 
 

@@ -5,6 +5,7 @@ chunk boundaries, for each boundary rule."""
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -14,12 +15,16 @@ import pytest
 from bytelm import models
 from bytelm.artifacts import param_pack
 from bytelm.data import batches
+from bytelm.errors import UsageError
 from bytelm.models import decoding
 from bytelm.models.hierarchical import boundaries, chunking
+from bytelm.reporting import report
+from bytelm.sampling import console
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.settings import SampleSettings
 from bytelm.training import optimizer, step
-from conftest import byte_ids, load_config, normal, one_hot, rel_err
+from bytelm.training.loop import train_and_evaluate
+from conftest import byte_ids, load_config, normal, one_hot, rel_err, run_module
 
 L = 24
 BASE = {
@@ -194,3 +199,46 @@ def test_the_fast_sampler_gives_the_references_bytes(rule):
     settings = SampleSettings(generate=40, temperature=0.9, top_k=20, repeat_penalty=0.5, repeat_window=8, seed=4)
     reference = make_sampler(model, variables, "reference").continue_ids(list(b"ROMEO: is"), settings)
     assert make_sampler(model, variables, "fast", 8).continue_ids(list(b"ROMEO: is"), settings) == reference
+
+
+@pytest.fixture(scope="module")
+def hierarchical_run(tmp_path_factory, tiny_shakespeare):
+    """A few steps of a small learned-boundary model through the trainer: what the run leaves."""
+    config = load_config("hierarchical_learned")
+    config.model.update({k: v for k, v in RULES["learned"].items() if k != "name"} | {"slots": 0})
+    config.data.file, config.data.eval_windows, config.data.final_eval_windows = str(tiny_shakespeare), 8, 8
+    config.train.update({"steps": 4, "warmup_steps": 1, "eval_every": 4, "batch_size": 4, "eval_batch_size": 4})
+    config.train.progress, config.sample.generate = "none", 0
+    workdir = tmp_path_factory.mktemp("hier") / "run"
+    train_and_evaluate(config, workdir, out=lambda s: None)
+    return workdir
+
+
+def test_the_run_logs_the_compression_and_the_report_shows_the_boundaries(hierarchical_run):
+    log = json.loads((hierarchical_run / "train_log.json").read_text())
+    assert all(0 < r["model/boundary_fraction"] <= 1 and "model/ratio_loss" in r for r in log["records"])
+    probe = log["probes"]["after"]
+    assert len(probe["boundaries"]) == len(probe["input"]) == L and probe["boundaries"][0] == 1
+    report.write_report(hierarchical_run)
+    page = (hierarchical_run / "report.html").read_text()
+    assert "<th>chunks</th>" in page and "▼" in page and 'aria-label="model/boundary_fraction"' in page
+
+
+def test_launch_sample_marks_where_chunks_start(hierarchical_run, workspace):
+    proc = run_module(
+        [
+            "launch.sample",
+            f"--checkpoint_dir={hierarchical_run}",
+            "--prompt=ROMEO: is",
+            "--generate=30",
+            "--mark_chunks",
+        ],
+        workspace,
+    )
+    text = proc.stdout.rstrip("\n")
+    assert text.replace("|", "").startswith("ROMEO: is") and text.count("|") >= 3
+    assert console.marked_text(list(b"ab cd"), [True, False, True, True, False]) == "ab| |cd"
+    assert console.marked_text(list("aé".encode()), [True, False, True]) == "a|é"  # a cut inside a character
+    with pytest.raises(UsageError, match="--mark_chunks needs a model that chunks its bytes"):
+        gpt = models.build(load_config("gpt2_tiny").model)
+        console.chunk_starts(gpt, models.init_variables(gpt, jax.random.key(0)), list(b"ROMEO"))

@@ -304,3 +304,17 @@ def test_bad_architecture_options_are_config_errors():
     cfg.model.positions, cfg.model.head_dim = "rope", 7
     with pytest.raises(ConfigError, match="even model.head_dim"):
         models.build(cfg.model)
+
+
+def test_dropout_drops_only_in_training_with_a_key_and_none_at_rate_zero():
+    model = GPT2(dataclasses.replace(SMALL, embed_dropout=0.2, resid_dropout=0.3, attn_dropout=0.1))
+    variables = models.init_variables(GPT2(SMALL), jax.random.key(0))  # the same tree: dropout has no weights
+    x = one_hot(byte_ids(7, (2, 16)))
+    plain = jax.jit(GPT2(SMALL).apply)(variables, x)
+    np.testing.assert_array_equal(jax.jit(model.apply)(variables, x), plain)  # no key: evaluation, sampling
+    train = jax.jit(lambda v, x, k: model.apply(v, x, rngs={"dropout": k}))
+    a, b = train(variables, x, jax.random.key(1)), train(variables, x, jax.random.key(2))
+    assert not np.allclose(a, plain) and not np.allclose(a, b)
+    np.testing.assert_array_equal(a, train(variables, x, jax.random.key(1)))  # a function of the key alone
+    with pytest.raises(ConfigError, match="model.resid_dropout=1.0 must lie in"):
+        models.build({**load_config("gpt2_tiny").model.to_dict(), "resid_dropout": 1.0})

@@ -26,6 +26,15 @@ def encode(text: str | bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).astype(np.int32)
 
 
+def space_like() -> np.ndarray:
+    """bool `[256]`: SpaceByte's space-like bytes (Slagle 2024): ASCII that is neither a letter nor a digit,
+    and UTF-8 lead bytes (0b11xxxxxx), the bytes after which a word or a character starts."""
+    ids = np.arange(VOCAB_SIZE)
+    alnum = ((ids >= ord("0")) & (ids <= ord("9"))) | ((ids >= ord("A")) & (ids <= ord("Z")))
+    alnum |= (ids >= ord("a")) & (ids <= ord("z"))
+    return ((ids < 0x80) & ~alnum) | (ids >= 0xC0)
+
+
 def one_hot(ids, xp=np):
     """Integer ids `[...]` → float32 one-hot `[..., 256]`: the typed input every model takes.
 

@@ -8,7 +8,9 @@ from bytelm.interop.huggingface import ExportError, named_rules
 from bytelm.models import gpt2
 
 ARCHITECTURE = "GPT2LMHeadModel"
+# (dropout changes training only, and GPT2Config carries each rate: embd_pdrop, resid_pdrop, attn_pdrop)
 KNOWN_FIELDS = {"num_layers", "num_heads", "head_dim", "ffn_hidden", "seq_len", *gpt2.ARCHITECTURE_OPTIONS}
+KNOWN_FIELDS |= {"embed_dropout", "resid_dropout", "attn_dropout"}
 LAYER_NORM_EPS = 1e-5  # GPT-2's (models/gpt2/transformer.py)
 
 GLOBAL = named_rules(
@@ -59,9 +61,9 @@ def hf_config(m: dict) -> dict:
         "n_head": int(m["num_heads"]),
         "n_inner": int(m["ffn_hidden"]),
         "activation_function": "gelu_new",  # GPT-2's tanh approximation, as models/gpt2/transformer.py
-        "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0,
-        "attn_pdrop": 0.0,
+        "resid_pdrop": float(m.get("resid_dropout", 0.0)),
+        "embd_pdrop": float(m.get("embed_dropout", 0.0)),
+        "attn_pdrop": float(m.get("attn_dropout", 0.0)),
         "scale_attn_weights": True,
         "layer_norm_epsilon": LAYER_NORM_EPS,
     }

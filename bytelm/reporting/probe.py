@@ -26,12 +26,19 @@ def probe_positions(length: int, count: int) -> list[int]:
 
 
 def report(
-    logits_LxV: np.ndarray, x_ids_L: np.ndarray, y_ids_L: np.ndarray, mask_L: np.ndarray, num_positions: int
+    logits_LxV: np.ndarray,
+    x_ids_L: np.ndarray,
+    y_ids_L: np.ndarray,
+    mask_L: np.ndarray,
+    num_positions: int,
+    boundaries_L: np.ndarray | None = None,
 ) -> dict:
-    """The probe of one window: logits `[L, V]` for inputs `x_ids_L`, targets `y_ids_L`, mask `[L]`.
+    """The probe of one window: logits `[L, V]` for inputs `x_ids_L`, targets `y_ids_L`, mask `[L]`;
+    `boundaries_L`, for a model that chunks its input, where its chunks start.
 
     Returns a JSON-ready dict: `loss` (mean nats over real targets), `input`, `target`,
-    `prediction` (id lists), and `top5` (per probed position: the five most likely next bytes).
+    `prediction` (id lists), `top5` (per probed position: the five most likely next bytes), and
+    `boundaries` (0/1 per input byte) when given.
     """
     n = int(mask_L.sum())
     logp_LxV = _log_softmax(np.asarray(logits_LxV)[:n])
@@ -51,18 +58,36 @@ def report(
                 ],
             }
         )
-    return {
+    out = {
         "loss": loss,
         "input": [int(i) for i in np.asarray(x_ids_L)[:n]],
         "target": [int(i) for i in y],
         "prediction": [int(i) for i in np.argmax(logp_LxV, axis=-1)],
         "top5": top5,
     }
+    if boundaries_L is not None:
+        out["boundaries"] = [int(b) for b in np.asarray(boundaries_L)[:n]]
+        out["after_space"] = after_space_fraction(out["input"], out["boundaries"])
+    return out
+
+
+def after_space_fraction(ids: list[int], boundaries: list[int]) -> float:
+    """Of the chunks that start after a window's first byte, the fraction whose previous byte is
+    space-like (`tokenizer.space_like`): how often a chunk starts a word. NaN with no such chunk."""
+    space = tokenizer.space_like()
+    after = [bool(space[ids[t - 1]]) for t in range(1, len(ids)) if boundaries[t]]
+    return float(np.mean(after)) if after else float("nan")
 
 
 def format_report(rep: dict, title: str, width: int = 96) -> str:
     """The probe as text: aligned input/target/prediction rows wrapped at `width`, then the top-5."""
-    cells = [[tokenizer.grid_cell(i) for i in rep[row]] for row in ("input", "target", "prediction")]
+    rows = [("input", "input"), ("target", "target"), ("predict", "prediction")]
+    if "boundaries" in rep:  # a chunking model: '^' under each byte that starts a chunk
+        rows.insert(1, ("chunks", "boundaries"))
+    cells = [
+        ["^" if b else "" for b in rep[key]] if key == "boundaries" else [tokenizer.grid_cell(i) for i in rep[key]]
+        for _, key in rows
+    ]
     col_w = [max(len(c[j]) for c in cells) for j in range(len(cells[0]))]
     lines = [f"{title}: loss {rep['loss']:.4f} nats ({rep['loss'] / np.log(2):.3f} bits/byte) on one validation window"]
     start = 0
@@ -72,12 +97,17 @@ def format_report(rep: dict, title: str, width: int = 96) -> str:
             used += col_w[end] + 1
             end += 1
         end = max(end, start + 1)
-        for label, row in zip(("input", "target", "predict"), cells, strict=True):
+        for (label, _), row in zip(rows, cells, strict=True):
             lines.append(f"{label:>7} " + " ".join(row[j].ljust(col_w[j]) for j in range(start, end)))
         lines.append("")
         start = end
     correct = sum(int(a == b) for a, b in zip(rep["target"], rep["prediction"], strict=True))
     lines.append(f"argmax correct at {correct} of {len(rep['target'])} positions")
+    if "boundaries" in rep:
+        lines.append(
+            f"{sum(rep['boundaries'])} chunks start in these {len(rep['boundaries'])} bytes; "
+            f"{rep['after_space']:.0%} of those after the first follow a space-like byte"
+        )
     for t in rep["top5"]:
         guesses = "  ".join(f"{tokenizer.grid_cell(g['id']):>4} {g['prob']:.2f}" for g in t["guesses"])
         lines.append(f"  pos {t['position']:>3} after '{t['context_tail']}' (next '{t['target']}'): {guesses}")

@@ -48,7 +48,7 @@ table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #eae
 th{background:#f6f7fb}td.l,th.l{text-align:left}pre{background:#f6f7fb;padding:10px;border-radius:6px;overflow:auto}
 .probe{overflow-x:auto}.probe td{font-family:ui-monospace,Menlo,monospace;padding:1px 3px;text-align:center;border:none}
 .probe th{text-align:left;background:none;font-weight:600;padding-right:8px}
-.probe td.miss{background:#fde2e2}.probe td.hit{background:#e3f5e3}
+.probe td.miss{background:#fde2e2}.probe td.hit{background:#e3f5e3}.probe td.cut{color:#6a51a3;font-weight:bold}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
 """
 
@@ -165,6 +165,9 @@ def _probe(rep: dict, title: str) -> str:
             for p, t in zip(rows["prediction"][:n], rows["target"][:n], strict=True)
         ),
     }
+    if rep.get("boundaries"):  # a chunking model: each byte that starts a chunk, marked
+        marks = rep["boundaries"][:n]
+        cells = {"chunks": "".join(f'<td class="{"cut" if m else ""}">{"▼" if m else ""}</td>' for m in marks), **cells}
     correct = sum(int(p == t) for p, t in zip(rows["prediction"][:n], rows["target"][:n], strict=True))
     table = "".join(f"<tr><th>{k}</th>{v}</tr>" for k, v in cells.items())
     top5 = "".join(
@@ -174,8 +177,13 @@ def _probe(rep: dict, title: str) -> str:
         + "</td></tr>"
         for t in rep.get("top5") or []
     )
+    chunks = ""
+    if rep.get("boundaries"):
+        chunks = (
+            f", {sum(rep['boundaries'])} chunks ({_fmt(rep.get('after_space'), 2)} of them after a space-like byte)"
+        )
     return (
-        f"<h3>{_esc(title)}: loss {_fmt(rep.get('loss'))} nats, argmax right at {correct} of {n} positions</h3>"
+        f"<h3>{_esc(title)}: loss {_fmt(rep.get('loss'))} nats, argmax right at {correct} of {n} positions{chunks}</h3>"
         f'<div class="probe"><table>{table}</table></div>'
         '<table><tr><th>pos</th><th class="l">context</th><th>next</th><th class="l">top-5 guesses</th></tr>'
         f"{top5}</table>"

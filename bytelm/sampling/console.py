@@ -10,10 +10,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from bytelm import models
 from bytelm.artifacts import run_dir
 from bytelm.data import tokenizer
+from bytelm.errors import UsageError
 from bytelm.interop import export, huggingface
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.sampler import Sampler
@@ -25,14 +27,42 @@ def write_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-def load_sampler(checkpoint_dir: str | Path, config: ml_collections.ConfigDict, decode: str, chunk: int) -> Sampler:
-    """The run's model with its pack, or an export folder's model with its weights (shapes checked
-    against the model first), behind `decode`."""
+def load_model(checkpoint_dir: str | Path, config: ml_collections.ConfigDict):
+    """The run's model and its pack, or an export folder's model and its weights (shapes checked
+    against the model first)."""
     model = models.build(config.model)
     path = Path(checkpoint_dir)
     weights = path if huggingface.is_export(path) else path / run_dir.PARAMS_FILE
     variables = export.load_weights(weights, models.abstract_variables(model))
-    return make_sampler(model, jax.tree_util.tree_map(jnp.asarray, variables), decode, chunk)
+    return model, jax.tree_util.tree_map(jnp.asarray, variables)
+
+
+def chunk_starts(model, variables, ids: list[int]) -> list[bool]:
+    """Which bytes of `ids` start a chunk, as a chunking model (one that sows `boundaries`) splits each
+    window of `seq_len` bytes from the start; a one-line `UsageError` for a model that does not chunk."""
+    L, marks = model.config.seq_len, []
+    seen = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"])[1])
+    for start in range(0, len(ids), L):
+        window = ids[start : start + L]
+        boundaries = seen(variables, tokenizer.one_hot(np.asarray([window]), jnp)).get("intermediates", {})
+        if "boundaries" not in boundaries:
+            raise UsageError(f"--mark_chunks needs a model that chunks its bytes (the hierarchical family); "
+                             f"this is a {type(model).__name__}")  # fmt: skip
+        marks += [bool(b) for b in np.asarray(boundaries["boundaries"][0])[0]]
+    return marks
+
+
+def marked_text(ids: list[int], marks: list[bool], mark: str = "|") -> str:
+    """The text of `ids` with `mark` before each byte that starts a chunk (but the first); a chunk that
+    starts inside a multi-byte character is marked before the character."""
+    decoder, pieces, pending = tokenizer.StreamDecoder(), [], False
+    for t, (i, starts) in enumerate(zip(ids, marks, strict=True)):
+        pending |= starts and t > 0
+        text = decoder.push([i])
+        if text:
+            pieces.append((mark if pending else "") + text)
+            pending = False
+    return "".join(pieces) + decoder.flush()
 
 
 def print_samples(
@@ -98,12 +128,22 @@ def sample_run(
     chunk: int,
     num_samples: int = 1,
     loop: bool = False,
+    mark_chunks: bool = False,
     write: Callable[[str], None] = write_stdout,
 ) -> None:
     """Samples from the run in `checkpoint_dir`: `num_samples` continuations of `prompt`, or with
-    `loop` the interactive prompt loop (starting from `prompt` when one is given)."""
-    sampler = load_sampler(checkpoint_dir, config, decode, chunk)
+    `loop` the interactive prompt loop (starting from `prompt` when one is given). With `mark_chunks`,
+    each sample is printed whole once drawn, a `|` before every byte where the model starts a chunk."""
+    model, variables = load_model(checkpoint_dir, config)
+    sampler = make_sampler(model, variables, decode, chunk)
     if loop:
         interactive(sampler, list(prompt or b""), settings, write)
         return
-    print_samples(sampler, prompt, settings, num_samples, write)
+    if not mark_chunks:
+        print_samples(sampler, prompt, settings, num_samples, write)
+        return
+    for i, row in enumerate(sampler.generate(list(prompt), settings, num_samples=num_samples)):
+        ids = list(prompt) + [int(t) for t in row]
+        if num_samples > 1:
+            write(f"--- sample {i + 1} of {num_samples} (seed {settings.seed + i}) ---\n")
+        write(marked_text(ids, chunk_starts(model, variables, ids)) + "\n")

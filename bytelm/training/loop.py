@@ -53,7 +53,7 @@ class Job:
     make_train: Callable
     make_eval: Callable
     bank: np.ndarray | None
-    forward: Callable  # the jitted `model.apply`, for both probes
+    forward: Callable  # `evaluation.probe_forward(model)`, for both probes
     lead: bool  # process 0: the one that prints and writes files
     processes: int
 
@@ -151,7 +151,7 @@ def _build(config, path: Path, data, model, kernels: dict, params, lead: bool, o
     opt = optimizer.make_optimizer(tc, family, device_mesh)
     state, shardings = step.place_state(params, opt, device_mesh, config.runtime.fsdp_min_size)
     train_step, eval_step = step.make_steps(
-        model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, device_mesh, shardings
+        model, opt, tc.batch_size, seq_len, tc.max_grad_norm_skip, device_mesh, shardings, dropout_seed=tc.seed
     )
     bank = None
     if config.data.windows:
@@ -160,7 +160,7 @@ def _build(config, path: Path, data, model, kernels: dict, params, lead: bool, o
         config, path, model, data, device_mesh, kernels, train_step, eval_step,
         step.batch_maker(data.train, seq_len, tc.batch_size, device_mesh),
         step.batch_maker(data.val, seq_len, tc.eval_batch_size, device_mesh),
-        bank, jax.jit(model.apply), lead, jax.process_count(),
+        bank, evaluation.probe_forward(model), lead, jax.process_count(),
     )  # fmt: skip
     out(_describe(job, models.count_params(params)))
     if tc.optimizer == "muon":

@@ -43,6 +43,20 @@ def model_metrics(sown: dict) -> dict:
     return out
 
 
+def training_loss(model) -> Callable:
+    """`loss(params, batch, dropout_key) -> (the loss to differentiate, (the language-model loss, the
+    model's metrics))`: the masked mean NLL in nats per byte, plus the losses the model sowed."""
+
+    def loss_fn(params, batch: batches.Batch, key: jax.Array) -> tuple[jax.Array, tuple]:
+        logits, sown = model.apply(params, batch.x, mutable=list(SOWN), rngs={"dropout": key})
+        nll = masked_nll(logits, batch.y, batch.mask)
+        loss = nll.sum() / jnp.maximum(batch.mask.sum(), 1.0)
+        aux = sum(jax.tree_util.tree_leaves(sown.get("losses", {})), jnp.zeros(()))
+        return loss + aux, (loss, model_metrics(sown))
+
+    return loss_fn
+
+
 def _keep_if(ok: jax.Array, new, old):
     """`new` where `ok`, else `old`, leaf by leaf (a skipped step leaves the state as it was)."""
     return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
@@ -56,10 +70,13 @@ def make_steps(
     max_grad_norm_skip: float = 0.0,
     device_mesh=None,
     state_shardings=None,
+    dropout_seed: int = 0,
 ) -> tuple[Callable, Callable]:
     """The jitted train step (donating its state) and eval step for `model`.
 
-    `train_step(state, batch) -> (state, {'loss', 'grad_norm'[, 'skipped'], 'model/…'})`, where `loss` is the
+    `train_step(state, batch) -> (state, {'loss', 'grad_norm'[, 'skipped'], 'model/…'})`: the model's dropout
+    (where its config asks for some) draws from the key fold_in(key(dropout_seed), step), so a resumed run
+    drops what an uninterrupted one did; `loss` is the
     language-model loss (nats per byte) and the `model/…` metrics what the model sowed (`SOWN`; its
     `losses` are added to the loss that is differentiated);
     `eval_step(params, batch) -> (per-window NLL sums [B], target counts [B])`.
@@ -72,16 +89,12 @@ def make_steps(
     step's per-window outputs come back replicated.
     """
 
-    def loss_fn(params, batch: batches.Batch) -> tuple[jax.Array, tuple]:
-        logits, sown = model.apply(params, batch.x, mutable=list(SOWN))
-        nll = masked_nll(logits, batch.y, batch.mask)
-        loss = nll.sum() / jnp.maximum(batch.mask.sum(), 1.0)
-        aux = sum(jax.tree_util.tree_leaves(sown.get("losses", {})), jnp.zeros(()))
-        return loss + aux, (loss, model_metrics(sown))
+    loss_fn = training_loss(model)
 
     def train_step(state: TrainState, batch: batches.Batch) -> tuple[TrainState, dict]:
         batches.assert_batch(batch, batch_size, seq_len)  # fires at trace time, i.e. the first step
-        (_, (loss, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        key = jax.random.fold_in(jax.random.key(dropout_seed), state.step)  # dropout's: a function of the step
+        (_, (loss, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **extra}

@@ -45,6 +45,12 @@ class GPT2Config:
     biases: bool = option(True)
     tied_head: bool = option(True)
     zero_init: bool = option(False)
+    # Dropout, each a rate (0 = none: GPT-2 as trained without it, and every earlier run): after the
+    # embedding, on each block's two residual branches, on the attention weights. Only while training
+    # (a step that passes a `dropout` PRNG key); evaluation and sampling never drop.
+    embed_dropout: float = option(0.0)
+    resid_dropout: float = option(0.0)
+    attn_dropout: float = option(0.0)
     vocab_size: int = internal(VOCAB_SIZE)
     attention: str = internal("einsum")  # one of ATTENTION_KERNELS (forward passes; decoding uses einsum)
     compute_dtype: str = internal("float32")  # matmul dtype; parameters stay float32 either way
@@ -59,6 +65,11 @@ class GPT2Config:
         return all(getattr(self, f) == defaults[f] for f in ARCHITECTURE_OPTIONS)
 
     def check(self) -> None:
+        for field in ("embed_dropout", "resid_dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ConfigError(f"model.{field}={getattr(self, field)} must lie in [0, 1)")
+        if self.attn_dropout and self.attention != "einsum":
+            raise ConfigError("model.attn_dropout needs the einsum attention: leave runtime.fast_kernels off with it")
         if self.positions == "rope" and (self.head_dim % 2 or self.rope_base <= 1):
             raise ConfigError(
                 f"rotary positions need an even model.head_dim and model.rope_base > 1, got "

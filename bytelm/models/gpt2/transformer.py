@@ -99,7 +99,18 @@ class KVCache(NamedTuple):
     v: jax.Array
 
 
-def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, pos=None) -> jax.Array:
+def dropout(x: jax.Array, rate: float, module: nn.Module) -> jax.Array:
+    """`x` with a fraction `rate` of its entries dropped (the rest scaled by 1/(1 − rate)) while training,
+    i.e. when the caller passed a `dropout` PRNG key; as it is otherwise, and always at rate 0."""
+    if not rate or not module.has_rng("dropout"):
+        return x
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def causal_attention(
+    q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array, pos=None, drop=lambda w: w
+) -> jax.Array:
     """Softmax attention where the query at absolute position p sees the keys at positions <= p.
 
     Without `pos`, queries and keys are the same L positions (plain causal attention). With `pos`
@@ -116,7 +127,7 @@ def causal_attention(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.
     # The softmax runs in float32 whatever the compute dtype (a no-op cast in float32).
     scores_BxHxLxS = scores_BxHxLxS.astype(jnp.float32)
     scores_BxHxLxS = jnp.where(visible_LxS, scores_BxHxLxS, jnp.finfo(jnp.float32).min)
-    weights_BxHxLxS = jax.nn.softmax(scores_BxHxLxS, axis=-1).astype(v_BxSxHxK.dtype)
+    weights_BxHxLxS = drop(jax.nn.softmax(scores_BxHxLxS, axis=-1)).astype(v_BxSxHxK.dtype)
     return jnp.einsum("bhls,bshk->blhk", weights_BxHxLxS, v_BxSxHxK)
 
 
@@ -139,7 +150,7 @@ class CausalSelfAttention(nn.Module):
             if c.attention != "einsum":  # the same [B, L, H, K] layout and causal mask
                 y_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=c.attention)
             else:
-                y_BxLxHxK = causal_attention(q, k, v)
+                y_BxLxHxK = causal_attention(q, k, v, drop=lambda w: dropout(w, c.attn_dropout, self))
         else:
             y_BxLxHxK, cache = self._cached(q, k, v, cache, pos)
         out = _dense(D, _out_std(c), "proj", c)(y_BxLxHxK.reshape(B, L, D))
@@ -179,9 +190,10 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, cache: KVCache | None = None, pos=0):
         # The residual stream stays float32: a bfloat16 branch output is promoted when it is added.
-        a, cache = CausalSelfAttention(self.config, name="attn")(_norm(self.config, "ln_1")(x_BxLxD), cache, pos)
-        x_BxLxD = x_BxLxD + a
-        x_BxLxD = x_BxLxD + MLP(self.config, name="mlp")(_norm(self.config, "ln_2")(x_BxLxD))
+        c = self.config
+        a, cache = CausalSelfAttention(c, name="attn")(_norm(c, "ln_1")(x_BxLxD), cache, pos)
+        x_BxLxD = x_BxLxD + dropout(a, c.resid_dropout, self)
+        x_BxLxD = x_BxLxD + dropout(MLP(c, name="mlp")(_norm(c, "ln_2")(x_BxLxD)), c.resid_dropout, self)
         return x_BxLxD, cache
 
 
@@ -273,6 +285,7 @@ class GPT2(nn.Module):
         x_BxLxD = x_BxLxV.astype(self.wte.dtype) @ self.wte
         if c.positions == "learned":
             x_BxLxD = x_BxLxD + jax.lax.dynamic_slice_in_dim(self.wpe, pos, L)
+        x_BxLxD = dropout(x_BxLxD, c.embed_dropout, self)
         new_cache = []
         for i, block in enumerate(self.h):
             x_BxLxD, layer_cache = block(x_BxLxD, None if cache is None else cache[i], pos)

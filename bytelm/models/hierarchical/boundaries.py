@@ -21,17 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bytelm.data import tokenizer
 
-def space_like_table() -> np.ndarray:
-    """float32 `[256]`: 1 for SpaceByte's space-like bytes, 0 for the rest."""
-    ids = np.arange(256)
-    alnum = ((ids >= ord("0")) & (ids <= ord("9"))) | ((ids >= ord("A")) & (ids <= ord("Z")))
-    alnum |= (ids >= ord("a")) & (ids <= ord("z"))
-    ascii_other = (ids < 0x80) & ~alnum
-    return (ascii_other | (ids >= 0xC0)).astype(np.float32)
-
-
-SPACE_LIKE = space_like_table()
+SPACE_LIKE = tokenizer.space_like().astype(np.float32)  # [256]: 1 for SpaceByte's space-like bytes
 
 
 def fixed(batch: int, length: int, ratio: int, start=0):
