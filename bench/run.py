@@ -60,7 +60,7 @@ class Options:
     decay_steps: int = 400  # the decay section's training steps per arm and seed
     decay_seeds: int = 2
     ssd_lengths: tuple[int, ...] = (256, 1024, 4096)  # the mamba2 section's windows
-    ssd_chunks: tuple[int, ...] = (32, 64, 128, 256)  # and its SSD chunk sizes
+    ssd_chunks: tuple[int, ...] = (16, 32, 64, 128, 256)  # and its SSD chunk sizes (mamba2_tiny: 16)
     ssd_steps: int = 5  # steps per case and round
     families_seeds: int = 2
     families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)

@@ -247,3 +247,53 @@ def test_the_decay_section_trains_both_arms_from_one_init_and_tables_their_curve
     assert curves[1][0][-1]["a_log_mean"] < curves[0][0][-1]["a_log_mean"]
     page = tables._decay(d)
     assert page[0].startswith("### Mamba's no-decay leaves") and len(page) == 6 + 2 + 2
+
+
+def test_the_families_section_finds_targets_budgets_and_the_pareto_front_on_stand_in_runs():
+    """bench/families.py and its tables on made-up curves: the time to each target is the first evaluation
+    at or below it, the budgets take the best that had ended by then, the front keeps what nothing beats."""
+    from bench import families, tables
+    from bench.processes import time_to
+
+    curve = lambda *points: [{"t_s": t, "step": i, "val_loss": v} for i, (t, v) in enumerate(points)]
+    fast, slow = curve((10, 3.0), (100, 1.8), (200, 1.6)), curve((50, 2.0), (400, 1.5), (700, 1.45))
+    assert time_to(slow, 1.55) == 400 and time_to(fast, 1.55) is None
+    front = families.pareto_front(fast + slow)
+    assert [(p["t_s"], p["val_loss"]) for p in front] == [
+        (10, 3.0),
+        (50, 2.0),
+        (100, 1.8),
+        (200, 1.6),
+        (400, 1.5),
+        (700, 1.45),
+    ]
+    run = lambda c: {"curve": c, "final_val_loss": c[-1]["val_loss"], "wall_s": c[-1]["t_s"] + 1, "steps": 9,
+                     "flops": 2e15, "time_to": {f"{t:.2f}": time_to(c, t) for t in families.TARGETS}}  # fmt: skip
+    facts = {"family": "gpt2", "params": 1000, "flops_per_token": 1.0, "tokens_per_step": 1}
+    d = {"runs": {"fast": [run(fast)], "slow": [run(slow)]}, "facts": {"fast": facts, "slow": facts},
+         "targets": list(families.TARGETS), "pareto": front}  # fmt: skip
+    page = "\n".join(tables._families(d))
+    assert "| slow | gpt2 | 1,000 | 9 | 2.000 | 1.4500 | 2.092 | 701 | 400 s | 400 s |" in page
+    assert "| fast | 1.8000 | 1.6000 | 1.6000 |" in page and "| slow | 2.0000 | 2.0000 | 1.4500 |" in page
+    assert 'aria-label="whole-split validation loss against wall time (s), seed 0"' in tables.families_chart(d)
+
+
+def test_the_mamba2_section_sizes_its_cases_and_tables_them():
+    from bench import ssd_speed, tables
+    from bytelm.config_base import load_config_file
+
+    configs = {n: load_config_file(f"{CONFIGS}/{n}.py") for n in ("gpt2_tiny", "mamba_tiny", "mamba2_tiny")}
+    cases = ssd_speed.cases(configs, 1024, [32, 128])
+    assert [c.train.batch_size for c in cases.values()] == [4] * 4 and all(
+        c.model.seq_len == 1024 for c in cases.values()
+    )
+    gpt = cases["gpt2 (gpt2_tiny at width 96, rotary)"]
+    params = models.count_params(models.abstract_variables(models.build(gpt.model)))
+    mamba = models.count_params(models.abstract_variables(models.build(configs["mamba_tiny"].model)))
+    assert (
+        abs(params / mamba - 1) < 0.1
+        and ssd_speed.cases(configs, 4096, [64])["mamba (mamba_tiny, fused scan)"].train.batch_size == 2
+    )
+    row = {"case": "x", "length": 256, "params": 10, "memory_mb": 1.0, "compile_s": 2.0,
+           "tokens_per_s": {"median": 5.0, "min": 4.0, "max": 6.0, "n": 3}, "ratio_to_mamba": 2.0}  # fmt: skip
+    assert "| 256 | x | 10 | 5 [4–6] | 2.00 | 1 | 2.0 |" in tables._mamba2([row])
