@@ -87,6 +87,13 @@ class Options:
             nanogpt_real.check_modules()
         if self.repeats < 1 or self.train_steps < 1:
             raise UsageError(f"--repeats and --train_steps must be at least 1, got {self.repeats}, {self.train_steps}")
+        if self.decay_steps < 4:  # the decay curves are read at every quarter of the run
+            raise UsageError(f"--decay_steps must be at least 4, got {self.decay_steps}")
+        counts = {"decay_seeds": self.decay_seeds, "ssd_steps": self.ssd_steps, "families_seeds": self.families_seeds}
+        counts |= {"ssd_lengths": min(self.ssd_lengths, default=0), "ssd_chunks": min(self.ssd_chunks, default=0)}
+        for name, value in counts.items():
+            if value < 1:
+                raise UsageError(f"--{name} must be at least 1 (every entry, and at least one), got {value}")
 
 
 def machine() -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bytelm.reporting import charts
@@ -360,15 +362,18 @@ def _mamba2(rows: list[dict]) -> list[str]:
 def _families(d: dict) -> list[str]:
     """Quality per second: each config's whole-split validation against wall time, two seeds."""
     targets = [f"{t:.2f}" for t in d["targets"]]
+    corpus_file = (d.get("overrides") or {}).get("data.file")
+    corpus_name = f"`{Path(corpus_file).name}` (a 10% test split)" if corpus_file else "Tiny Shakespeare"
+    corpus_name += "" if corpus_file else " (111,539 bytes)"
     lines = [
         "## Model families: quality per second",
         "",
         f"![validation loss against wall time]({FAMILIES_CHART})",
         "",
         "`python -m launch.benchmark --only=families`: each config trained as its own `launch.train` process, "
-        "evaluated on the whole validation split of Tiny Shakespeare (111,539 bytes) at every evaluation; the wall "
+        f"evaluated on the whole validation split of {corpus_name} at every evaluation; the wall "
         "time is the whole process's (start-up, compilation and evaluations included), the time to a target the "
-        "moment of the first evaluation at or below it. Training FLOPs by each family's own count. Seeds 0 / 1.",
+        f"moment of the first evaluation at or below it. Training FLOPs by each family's own count. {_seeds(d)}.",
         "",
         "| config | family | parameters | steps | training PFLOPs | final val (nats) | bits/byte | wall s | "
         + " | ".join(f"time to ≤ {t}" for t in targets)
@@ -393,11 +398,17 @@ def _families(d: dict) -> list[str]:
 BUDGETS_S = (120, 300, 600)
 
 
+def _seeds(d: dict) -> str:
+    """'Seeds 0 / 1' for the cells of two seeds, 'Seed 0' for one."""
+    n = max((len(runs) for runs in d["runs"].values()), default=1)
+    return ("Seeds " if n > 1 else "Seed ") + " / ".join(str(i) for i in range(n))
+
+
 def _budgets(d: dict) -> list[str]:
     """The best whole-split validation each config had reached by 2, 5 and 10 minutes (seeds 0 / 1)."""
     lines = [
         "The best whole-split validation loss each config had reached within a budget of wall time (an "
-        "evaluation that ended by then; — for none yet). Seeds 0 / 1.",
+        f"evaluation that ended by then; — for none yet). {_seeds(d)}.",
         "",
         "| config | " + " | ".join(f"by {b // 60} min" for b in BUDGETS_S) + " |",
         "| --- |" + " --- |" * len(BUDGETS_S),
@@ -412,7 +423,7 @@ def _budgets(d: dict) -> list[str]:
 
 
 def families_chart(d: dict) -> str:
-    """Validation loss against wall time (log axis), one curve per config (seed 0), the Pareto front dashed."""
+    """Validation loss against wall time (log axis), one curve per config (seed 0), the Pareto front in black."""
     series = []
     for name, runs in d["runs"].items():
         curve = [p for p in runs[0]["curve"] if p["step"] > 0] if runs else []

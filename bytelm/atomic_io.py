@@ -52,7 +52,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 
 def current_umask() -> int:
-    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    """The process's umask: from /proc/self/status on Linux, since the portable way (set it, read the old
+    value, put it back) briefly changes it for every thread of the process."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -13,7 +13,7 @@ chosen: gpt2_speedrun's ablation for the levers, its window of 256 from the meas
 steps at that window (the issue's figure), the step count to fit the budget at this machine's measured
 ~12,000 tokens/s for that model (BENCHMARKS.md, Mamba-2: gpt2 at width 96 is the nearest measured),
 dropout from nanoGPT's character recipe (0.2 at 10M parameters; smaller here, at 0.8M). No training on
-validation bytes, one evaluation at the end.
+validation bytes; the run evaluates 64 windows at step 0 and the whole split at the end.
 """
 
 import ml_collections

@@ -11,8 +11,8 @@ biases; Muon on the hidden matrices, warmup-stable-decay) on windows of 256 byte
 fit the budget at this machine's measured ~12,000 tokens/s for a model of this kind at that window
 (BENCHMARKS.md, Mamba-2). How the settings were chosen: gpt2_speedrun's ablation for the levers, the
 window of 256 from its measured 1.463 after 2400 steps there, the step count from the budget; no
-dropout (in 2 minutes the model sees the corpus about once). No training on validation bytes, one
-evaluation at the end.
+dropout (in 2 minutes the model sees the corpus about once). No training on validation bytes; the run evaluates
+64 windows at step 0 and the whole split at the end (the families benchmark evaluates along the way).
 """
 
 import ml_collections

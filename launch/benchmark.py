@@ -10,13 +10,16 @@ recipe) runs the full training recipe of `--config` and, with the peer, PyTorch'
 `--only=speedrun --peer=nanogpt --nanogpt_dir=PATH` (not in the default set: about half an hour)
 runs configs/gpt2_speedrun.py against real nanoGPT's CPU recipe, whole processes, and the ablation
 of its levers (bench/speedrun.py). `choices` measures the defaults that the code's comments point to
-(BENCHMARKS.md, Choices).
+(BENCHMARKS.md, Choices). `--only=mamba2` (about 20 minutes) times Mamba-2's SSD chunk sizes against
+Mamba and GPT-2 at several windows; `--only=families` (about 90 minutes) trains every family's config
+to its budget with `--families_seeds` seeds and draws the loss-against-time plot (bench/families.py).
 """
 
 from absl import flags
 from ml_collections import config_flags
 
 from bench import run
+from bytelm.errors import UsageError
 from launch import cli, process
 
 _ONLY = flags.DEFINE_list("only", list(run.DEFAULT_SECTIONS), f"sections to run: {', '.join(run.SECTIONS)}")
@@ -64,6 +67,13 @@ _CORPUS_GB = flags.DEFINE_float("corpus_gb", 2.0, "size of the corpus section's 
 _CORPUS_STEPS = flags.DEFINE_integer("corpus_steps", 50, "training steps of each corpus section run")
 
 
+def _ints(flag) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in flag.value)
+    except ValueError:
+        raise UsageError(f"--{flag.name} takes whole numbers separated by commas, got {','.join(flag.value)}") from None
+
+
 def main() -> None:
     options = run.Options(
         config=_CONFIG.value,
@@ -74,7 +84,7 @@ def main() -> None:
         out=_OUT.value,
         markdown=_MARKDOWN.value,
         repeats=_REPEATS.value,
-        scan_lengths=tuple(int(x) for x in _SCAN_LENGTHS.value),
+        scan_lengths=_ints(_SCAN_LENGTHS),
         scan_forms=tuple(_SCAN_FORMS.value),
         scan_memory_budget_gb=_SCAN_BUDGET.value,
         config_dir=_CONFIG_DIR.value,
@@ -82,8 +92,8 @@ def main() -> None:
         scan_config=_SCAN_CONFIG.value,
         decay_steps=_DECAY_STEPS.value,
         decay_seeds=_DECAY_SEEDS.value,
-        ssd_lengths=tuple(int(n) for n in _SSD_LENGTHS.value),
-        ssd_chunks=tuple(int(n) for n in _SSD_CHUNKS.value),
+        ssd_lengths=_ints(_SSD_LENGTHS),
+        ssd_chunks=_ints(_SSD_CHUNKS),
         ssd_steps=_SSD_STEPS.value,
         families_seeds=_FAMILIES_SEEDS.value,
         families_corpus=_FAMILIES_CORPUS.value,

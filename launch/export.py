@@ -4,9 +4,9 @@
 
 The folder holds config.json (GPT2Config, MambaConfig or Mamba2Config, with the run's bytelm config),
 model.safetensors, generation_config.json, the byte tokenizer (tokenizer.json, tokenizer_config.json) and
-a README.md model card. `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)` load it with no
-bytelm installed; bytelm reads it back with --config.train.init_params=DIR or launch.sample --checkpoint_dir=DIR.
-No torch is needed to export.
+a README.md model card. `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`
+load it with no bytelm installed; bytelm reads it back with --config.train.init_params=DIR or
+launch.sample --checkpoint_dir=DIR. No torch is needed to export.
 """
 
 from absl import flags

@@ -76,6 +76,8 @@ def main() -> None:
     chunk = _STREAM_CHUNK.value or config.sample.get("stream_chunk", defaults.stream_chunk)
     if _NUM_SAMPLES.value < 1 or chunk < 1:
         raise UsageError(f"--num_samples and --stream_chunk must be at least 1, got {_NUM_SAMPLES.value} and {chunk}")
+    if _MARK_CHUNKS.value and _INTERACTIVE.value:
+        raise UsageError("--mark_chunks marks printed samples and does not work with --interactive; drop one of them")
     settings.validate(b"x" if _INTERACTIVE.value else prompt)  # interactive prompts come line by line
     # Imported once the flags and settings are known good: JAX and friends take seconds to import.
     from bytelm.sampling import console

@@ -224,17 +224,20 @@ def _signal_state_is_left_as_found(request):
 # xdist orders files by their number of tests, and test_cli.py, whose few tests are nearly all long,
 # came last.)
 _SLOW_FILES_FIRST = (
-    "test_cli.py",  # 155 s
-    "test_checkpoints.py",  # 89
-    "test_bad_input.py",  # 82
-    "test_mesh.py",  # 80
-    "test_fast_sampling.py",  # 47
-    "test_report.py",  # 45
-    "test_mamba.py",  # 44
-    "test_benchmark.py",  # 28
-    "test_transformer.py",  # 26
-    "test_train.py",  # 24
-    "test_export.py",  # 18
+    "test_cli.py",  # 134 s
+    "test_hierarchical.py",  # 72
+    "test_checkpoints.py",  # 65
+    "test_mesh.py",  # 61
+    "test_bad_input.py",  # 59
+    "test_fast_sampling.py",  # 48
+    "test_transformer.py",  # 43
+    "test_benchmark.py",  # 32
+    "test_train.py",  # 30
+    "test_mamba.py",  # 27
+    "test_mamba2.py",  # 22
+    "test_report.py",  # 21
+    "test_export.py",  # 17
+    "test_corpora.py",  # 17
 )
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bytelm.artifacts import run_dir
+from bytelm.errors import UsageError
+from bytelm.sampling.settings import SampleSettings
 from conftest import CONFIGS, FORK_THEN_EXEC, TINY_FLAGS, assert_one_line_error, mirror_env, run_module
 
 TRAIN = ["launch.train", f"--config={CONFIGS}/gpt2_tiny.py", "--workdir=runs/err"]
@@ -145,6 +148,21 @@ def test_missing_checkpoint_dir(workspace):
     assert_one_line_error(sample_error(workspace, "runs/none"), 1, "checkpoint dir runs/none does not exist")
 
 
+def test_mark_chunks_on_a_model_that_does_not_chunk_is_refused_before_sampling(workspace, small_run, monkeypatch):
+    """A GPT-2 run: the refusal comes before any byte is drawn (the sampler here fails if it is asked)."""
+    from bytelm.sampling import console
+
+    class NoSampling:
+        def generate(self, *args, **kwargs):
+            raise AssertionError("sampled before --mark_chunks was checked")
+
+    monkeypatch.setattr(console, "make_sampler", lambda *args, **kwargs: NoSampling())
+    run = workspace / small_run
+    with pytest.raises(UsageError, match="--mark_chunks needs a model that chunks its bytes"):
+        settings = SampleSettings(generate=100000)
+        console.sample_run(run, run_dir.read_config(run), settings, b"RO", decode="fast", chunk=8, mark_chunks=True)
+
+
 def test_missing_and_corrupt_params_json(workspace, broken):
     text = (broken / "params.json").read_text()
     (broken / "params.json").write_text(text[: len(text) // 2])
@@ -217,8 +235,9 @@ _RUN_AND_REPORT_JAX = (
         (["launch.train", "--workdirr=runs/x"], 2, "Unknown command line flag 'workdirr'"),
         (["launch.sample", "--checkpoint_dir=runs/none"], 1, "checkpoint dir runs/none does not exist"),
         (["launch.sample", "--checkpoint_dir=runs/small", "--top_k=300"], 2, "top_k must lie in 0..256"),
+        (["launch.sample", "--checkpoint_dir=runs/small", "--mark_chunks", "--interactive"], 2, "drop one of them"),
     ],
-    ids=["train-override", "train-flag", "sample-dir", "sample-setting"],
+    ids=["train-override", "train-flag", "sample-dir", "sample-setting", "sample-mark-interactive"],
 )
 def test_usage_errors_are_found_before_jax_is_imported(workspace, small_run, args, code, part):
     # A typo should cost a fraction of a second, not JAX's ~1.5 s import.

@@ -28,41 +28,65 @@ MAMBA2 = {"name": "mamba2", "seq_len": 16, "d_model": 16, "num_layers": 2, "d_st
 FAMILIES = {"gpt2": GPT2, "mamba": MAMBA, "mamba2": MAMBA2 | {"chunk": 16}}
 
 
-def _model(model_config: dict):
-    model = models.build(model_config)
+# The families whose decoding has tests of its own (test_bigram, test_hierarchical), for the cache check.
+BIGRAM = {"name": "bigram", "seq_len": 16}
+HIERARCHICAL = {
+    "name": "hierarchical", "seq_len": 16, "d_model": 16, "chunk_ratio": 4, "encoder_layers": 1,
+    "decoder_layers": 1, "main_layers": 1, "main_heads": 2, "headdim": 8, "d_state": 4, "ssd_chunk": 8,
+}  # fmt: skip
+EVERY = {**FAMILIES, "gpt2_options": GPT2_OPTIONS, "bigram": BIGRAM, "hierarchical": HIERARCHICAL}
+
+
+# Built and compiled once per model for the whole module: the tests differ in what they ask, and
+# compilation, not decoding, is what these small models cost.
+@functools.cache
+def _model(name: str):
+    model = models.build(EVERY[name])
     return model, models.init_variables(model, jax.random.key(0))
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES), ids=list(FAMILIES))
-def model_and_variables(request):
-    return _model(FAMILIES[request.param])
+@functools.cache
+def _sampler(name: str, decode: str, chunk: int = 8):
+    return FastSampler(*_model(name), chunk=chunk) if decode == "fast" else make_sampler(*_model(name), decode)
+
+
+@functools.cache
+def _protocol(name: str):
+    """The decoding protocol's prefill and step, jitted."""
+    model = _model(name)[0]
+    return jax.jit(functools.partial(decoding.prefill, model)), jax.jit(functools.partial(decoding.step, model))
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module", params=[*FAMILIES, "gpt2_options"])
-def any_model_and_variables(request):
+def any_model(request) -> str:
     """The models above and a GPT-2 with every architecture option, for the tests that cover those."""
-    return _model({**FAMILIES, "gpt2_options": GPT2_OPTIONS}[request.param])
+    return request.param
 
 
 @pytest.mark.parametrize("prompt_length", [1, 15, 16, 17, 40])
-def test_prefill_and_steps_give_the_full_forward_logits_at_every_position(any_model_and_variables, prompt_length):
+def test_prefill_and_steps_give_the_full_forward_logits_at_every_position(any_model, prompt_length):
     """Prompts shorter than, as long as and longer than seq_len (16), then a step per byte to position 48:
     past seq_len a window model sees its last 16 bytes, a recurrent one everything."""
-    model, variables = any_model_and_variables
-    reference = make_sampler(model, variables, "reference")
+    _, variables = _model(any_model)
+    reference, (prefill, step) = _sampler(any_model, "reference"), _protocol(any_model)
     history = byte_ids(3, (48,)).tolist()
     buffer = np.asarray([history + [0] * 16], np.int32)[:, :64]
-    logits, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, buffer, prompt_length)
+    logits, cache = prefill(variables, buffer, prompt_length)
     assert rel_err(logits[0], reference.logits(history[:prompt_length])) < 1e-5
-    step = jax.jit(functools.partial(decoding.step, model))
     for p in range(prompt_length, 48):
         logits, cache = step(variables, np.asarray([history[p]], np.int32), cache)
         assert rel_err(logits[0], reference.logits(history[: p + 1])) < 1e-5, p
 
 
-def test_the_empty_cache_is_what_prefill_returns(any_model_and_variables):
-    """The protocol's three calls agree on the cache's structure, shapes and dtypes."""
-    model, variables = any_model_and_variables
+@pytest.mark.parametrize("name", list(EVERY))
+def test_the_empty_cache_is_what_prefill_returns(name):
+    """The protocol's three calls agree on the cache's structure, shapes and dtypes, for every family."""
+    model, variables = _model(name)
     _, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, byte_ids(4, (3, 16)), 5)
     empty = model.empty_cache(3)
     assert jax.tree_util.tree_structure(cache) == jax.tree_util.tree_structure(empty)
@@ -81,45 +105,39 @@ HOT = SampleSettings(generate=30, temperature=1.3, top_k=0, seed=7)  # no top-k:
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.repeat_penalty}")
 @pytest.mark.parametrize("prompt", [b"ROMEO:", b"a much longer prompt than seq_len"], ids=["short", "long"])
-def test_fast_and_reference_give_the_same_bytes(model_and_variables, settings, prompt):
-    model, variables = model_and_variables
-    reference = make_sampler(model, variables, "reference").continue_ids(list(prompt), settings)
-    fast = FastSampler(model, variables, chunk=8).continue_ids(list(prompt), settings)
-    assert fast == reference
+def test_fast_and_reference_give_the_same_bytes(family, settings, prompt):
+    reference = _sampler(family, "reference").continue_ids(list(prompt), settings)
+    assert _sampler(family, "fast").continue_ids(list(prompt), settings) == reference
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"T{s.temperature}-k{s.top_k}-p{s.repeat_penalty}")
 def test_every_architecture_option_samples_the_references_bytes_past_the_window(settings):
     """A prompt longer than seq_len (cropped) and generation past it, with rotary positions and the rest."""
-    model, variables = _model(GPT2_OPTIONS)
     prompt = b"a much longer prompt than seq_len"
-    reference = make_sampler(model, variables, "reference").continue_ids(list(prompt), settings)
-    assert FastSampler(model, variables, chunk=8).continue_ids(list(prompt), settings) == reference
+    reference = _sampler("gpt2_options", "reference").continue_ids(list(prompt), settings)
+    assert _sampler("gpt2_options", "fast").continue_ids(list(prompt), settings) == reference
 
 
-def test_a_batch_is_n_independent_samples_with_seeds_seed_plus_i(model_and_variables):
-    model, variables = model_and_variables
+def test_a_batch_is_n_independent_samples_with_seeds_seed_plus_i(family):
     s = SETTINGS[0]
-    batch = FastSampler(model, variables, chunk=16).generate(list(b"ROMEO:"), s, num_samples=3)
-    ref = make_sampler(model, variables, "reference")
+    batch = _sampler(family, "fast", 16).generate(list(b"ROMEO:"), s, num_samples=3)
+    ref = _sampler(family, "reference")
     for i in range(3):
         assert batch[i].tolist() == ref.continue_ids(list(b"ROMEO:"), dataclasses.replace(s, seed=s.seed + i))
     assert batch[0].tolist() != batch[1].tolist()
 
 
-def test_streaming_chunks_add_up_to_the_result(model_and_variables):
-    model, variables = model_and_variables
+def test_streaming_chunks_add_up_to_the_result(family):
     chunks = []
-    out = FastSampler(model, variables, chunk=7).generate(list(b"Hi"), HOT, on_ids=chunks.append)
+    out = _sampler(family, "fast", 7).generate(list(b"Hi"), HOT, on_ids=chunks.append)
     assert [c.shape[1] for c in chunks] == [1, 7, 7, 7, 7, 1]  # the first byte alone, then chunks
     np.testing.assert_array_equal(np.concatenate(chunks, axis=1), out)
 
 
-def test_start_index_continues_the_key_sequence(model_and_variables):
+def test_start_index_continues_the_key_sequence(family):
     """Two calls of n bytes (the second at start_index n) give the bytes of one call of 2n."""
-    model, variables = model_and_variables
     s = dataclasses.replace(HOT, generate=20)
-    fast = FastSampler(model, variables, chunk=8)
+    fast = _sampler(family, "fast")
     history = list(b"ROMEO:")
     fast.continue_ids(history, s)
     fast.continue_ids(history, s, start_index=20)

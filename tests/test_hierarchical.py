@@ -14,7 +14,7 @@ import pytest
 
 from bytelm import models
 from bytelm.artifacts import param_pack
-from bytelm.data import batches
+from bytelm.data import batches, tokenizer
 from bytelm.errors import UsageError
 from bytelm.models import decoding
 from bytelm.models.hierarchical import boundaries, chunking
@@ -155,6 +155,19 @@ def test_a_window_past_its_slots_is_counted_and_every_target_scored():
     assert float(metrics["model/boundary_fraction"]) == 0.25 and np.isfinite(float(metrics["loss"]))
 
 
+def test_the_logged_fraction_of_chunks_after_a_space_is_the_probes_over_the_batch():
+    """`model/boundaries_after_space` counts, over a whole batch, what the probe's `after_space` counts
+    on one window: of the chunks after a row's first byte, those whose previous byte is space-like."""
+    model, variables = _model("learned")
+    ids = _text(L, rows=3)
+    sown = jax.jit(lambda v, x: model.apply(v, x, mutable=["metrics"])[1])(variables, one_hot(ids))
+    b = _boundaries(model, variables, ids)
+    space = tokenizer.space_like()
+    after = [bool(space[row[t - 1]]) for row, marks in zip(ids, b, strict=True) for t in range(1, L) if marks[t]]
+    logged = float(step.model_metrics(sown)["model/boundaries_after_space"])
+    assert 0 < len(after) < 3 * (L - 1) and logged == pytest.approx(np.mean(after), abs=1e-6)
+
+
 def test_no_recompilation_for_batches_with_other_boundary_counts():
     model, variables = _model("space")
     apply = jax.jit(model.apply)
@@ -181,23 +194,48 @@ def test_the_ratio_loss_is_one_at_the_target_and_its_gradient_reaches_the_router
 def test_cached_decoding_equals_the_full_forward_across_chunk_boundaries(rule, prompt_length):
     """Prefill, then a step per byte to 2 × seq_len: within the window the caches (the main network's
     advancing at boundaries only), past it the window re-run."""
-    model, variables = _model(rule)
-    ids = _text(2 * L)
-    reference = make_sampler(model, variables, "reference")
-    logits, cache = jax.jit(functools.partial(decoding.prefill, model))(variables, ids[:, :32], prompt_length)
-    step_fn = jax.jit(functools.partial(decoding.step, model))
+    cache = _decode_against_the_reference(rule, prompt_length)
+    assert int(np.asarray(cache.chunks).min()) >= 3
+
+
+@pytest.mark.parametrize(
+    "rule, changes",
+    [("learned", {"main_positions": "learned"}), ("fixed", {"slots": 2})],
+    ids=["learned-main-positions", "past-the-slots"],
+)
+def test_cached_decoding_with_learned_main_positions_and_with_more_chunks_than_slots(rule, changes):
+    """The per-row position table of the main network, and a window of 6 chunks in 2 slots (the later
+    bytes read the last slot), decoded step by step as the full forward computes them."""
+    _decode_against_the_reference(rule, 5, **changes)
+
+
+@functools.cache
+def _decoders(rule: str, **changes):
+    """The reference sampler and the protocol's prefill and step, jitted once per model (the tests of a
+    rule differ in their prompts, and compiling is what they cost)."""
+    model, variables = _model(rule, **changes)
+    prefill = jax.jit(functools.partial(decoding.prefill, model))
+    return make_sampler(model, variables, "reference"), prefill, jax.jit(functools.partial(decoding.step, model))
+
+
+def _decode_against_the_reference(rule: str, prompt_length: int, **changes):
+    """Prefill `prompt_length` bytes, then a step per byte to 2 × seq_len, each step's logits checked
+    against the reference (the full forward over the context); the last cache."""
+    ids, variables = _text(2 * L), _model(rule, **changes)[1]
+    reference, prefill, step_fn = _decoders(rule, **changes)
+    logits, cache = prefill(variables, ids[:, :32], prompt_length)
     for p in range(prompt_length, 2 * L):
         expected = np.stack([reference.logits(list(ids[r, :p])) for r in range(2)])
         assert rel_err(logits, expected) < 1e-5, p
         logits, cache = step_fn(variables, ids[:, p], cache)
-    assert int(np.asarray(cache.chunks).min()) >= 3
+    return cache
 
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_the_fast_sampler_gives_the_references_bytes(rule):
     model, variables = _model(rule)
     settings = SampleSettings(generate=40, temperature=0.9, top_k=20, repeat_penalty=0.5, repeat_window=8, seed=4)
-    reference = make_sampler(model, variables, "reference").continue_ids(list(b"ROMEO: is"), settings)
+    reference = _decoders(rule)[0].continue_ids(list(b"ROMEO: is"), settings)
     assert make_sampler(model, variables, "fast", 8).continue_ids(list(b"ROMEO: is"), settings) == reference
 
 
@@ -242,3 +280,13 @@ def test_launch_sample_marks_where_chunks_start(hierarchical_run, workspace):
     with pytest.raises(UsageError, match="--mark_chunks needs a model that chunks its bytes"):
         gpt = models.build(load_config("gpt2_tiny").model)
         console.chunk_starts(gpt, models.init_variables(gpt, jax.random.key(0)), list(b"ROMEO"))
+
+
+def test_chunk_marks_of_a_short_last_window_do_not_depend_on_its_padding():
+    """`chunk_starts` pads a short last window to seq_len: its marks are those of the bytes alone."""
+    model, variables = _model("learned")
+    ids = _text(L + 9, rows=1)[0].tolist()
+    marks = console.chunk_starts(model, variables, ids)
+    assert len(marks) == L + 9
+    assert marks[L:] == [bool(b) for b in _boundaries(model, variables, np.asarray([ids[L:]]))[0]]
+    assert marks[:L] == [bool(b) for b in _boundaries(model, variables, np.asarray([ids[:L]]))[0]]

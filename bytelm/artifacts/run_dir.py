@@ -30,6 +30,7 @@ CHECKPOINT_DIR = "checkpoints"
 REPORT_FILE = "report.html"
 SCREENSHOT_FILE = "report.png"
 LOCK_FILE = ".training"  # the lock's holder, for the message a second training process gets
+LOCK_FILE_FALLBACK = ".training.lock"  # locked where a folder cannot be (NFS); kept, never removed
 RUN_FILES = (CONFIG_FILE, CORPUS_FILE, PARAMS_FILE, LOG_FILE, PLOT_FILE, CHECKPOINT_DIR)
 # Fields a resumed run may change: how long to train and how to report it, not what is trained.
 RESUMABLE_FIELDS = (

@@ -35,7 +35,7 @@ def export_run(checkpoint_dir: str | Path, out: str | Path, overwrite: bool = Fa
         raise ExportError(f"{out} is a file, not a folder: choose another --out")
     model = models.build(ml_collections.ConfigDict(config["model"]))
     pack = param_pack.load_pack(Path(checkpoint_dir) / run_dir.PARAMS_FILE, models.abstract_variables(model))
-    files = _export_files(config, param_pack.flatten(pack), _summary(checkpoint_dir))
+    files = _export_files(config, param_pack.flatten(pack), _summary(checkpoint_dir), model.max_context)
     _write_folder(out, files)
     return sorted(files)
 
@@ -47,11 +47,11 @@ def _summary(checkpoint_dir) -> dict:
         return {}
 
 
-def _export_files(config: dict, flat: dict, summary: dict) -> dict[str, object]:
-    """Every file of the folder: name → JSON-ready dict, text, or (for the weights) the tensors."""
+def _export_files(config: dict, flat: dict, summary: dict, window: int | None) -> dict[str, object]:
+    """Every file of the folder: name → JSON-ready dict, text, or (for the weights) the tensors.
+    `window` is the model's longest context (None: no limit, a recurrent model)."""
     m = config["model"]
     hf = huggingface.hf_config(m) | {huggingface.BYTELM_KEY: json_safe(config)}
-    window = models.build(m).max_context  # None: no length limit (a recurrent model)
     generation = huggingface.generation_config(config["sample"])
     architecture = hf["architectures"][0]
     return {

@@ -70,6 +70,14 @@ def init_variables(model, key):
     return jax.jit(model.init)(key, x)  # compiled: op-by-op init of a scan model takes seconds
 
 
+def seen_forward(model):
+    """`model.apply` jitted to return `(logits, sown)`: logits (B, L, V) and what the model sowed to be
+    seen, `{'intermediates': ...}` (a chunking model's `boundaries`, (B, L) bool), or `{}`."""
+    import jax
+
+    return jax.jit(lambda variables, x: model.apply(variables, x, mutable=["intermediates"]))
+
+
 def abstract_variables(model):
     """The shapes and dtypes of `init_variables` (`jax.ShapeDtypeStruct` leaves), allocating nothing."""
     import jax

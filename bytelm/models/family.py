@@ -9,7 +9,6 @@ mistyped flag cost a fraction of a second; it holds the family's config and a `F
                       its options with their defaults written once (`option(...)`), and settings that
                       choose how it computes rather than what (`internal(...)`: kernels, loop unrolls)
     build(config)     the flax module; the network module (with JAX) is imported only here
-    max_context       how many bytes the model sees: `seq_len` for a window model, None when unbounded
     hidden_matrix     which leaves Muon updates under `train.optimizer='muon'` (default: none)
     decays            which leaves take AdamW's weight decay (default: the matrices, ndim >= 2)
     kernel_options    the `models.build` keyword options it accepts (`runtime.fast_kernels`)
@@ -100,10 +99,6 @@ class Family:
     def build(self, config):
         """The flax module for a checked config."""
         raise NotImplementedError
-
-    def max_context(self, config) -> int | None:
-        """Bytes of context the model sees when it samples: None when unbounded (recurrent models)."""
-        return None
 
     def hidden_matrix(self, path: Path, shape: tuple[int, ...]) -> bool:
         """True for the leaves Muon updates (2-D matrices inside the blocks)."""

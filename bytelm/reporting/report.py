@@ -30,10 +30,10 @@ LAST_STEPS = 20  # rows of the step table
 HIST_BINS = 16
 CHART_W, CHART_H = 720, 260
 SMALL_W, SMALL_H = 340, 170
-# Per-step fields charted beside the losses, and whether on a log axis (a gradient norm spans decades).
-# The per-step charts, each drawn when the records have it: a hierarchical model's sown metrics too.
-RECORD_CHARTS = {"lr": False, "grad_norm": True, "tokens_per_s": False, "model/boundary_fraction": False}
-RECORD_CHARTS |= {"model/overflow_windows": False, "model/ratio_loss": False}
+# Per-step fields charted beside the losses, and whether on a log axis (a gradient norm spans decades);
+# every `model/*` field a model sows (a hierarchical model's boundary fraction, ...) is charted after them.
+RECORD_CHARTS = {"lr": False, "grad_norm": True, "tokens_per_s": False}
+MODEL_PREFIX = "model/"
 RECORD_COLOR = "#6a51a3"
 
 STYLE = """
@@ -134,10 +134,12 @@ def _charts(log: dict, warnings: list[str]) -> str:
     main = line_chart(lines, "loss (nats per byte)", CHART_W, CHART_H)
     records = log.get("records") or []
     steps = [number(r.get("step")) for r in records]
+    sown = sorted({f for r in records for f in r if f.startswith(MODEL_PREFIX)})
+    charted = list(RECORD_CHARTS.items()) + [(f, False) for f in sown]
     small = [
         line_chart([Series(field, RECORD_COLOR, steps, [number(r.get(field)) for r in records])], field,
                    SMALL_W, SMALL_H, log_y=log_y)
-        for field, log_y in RECORD_CHARTS.items()
+        for field, log_y in charted
         if any(field in r for r in records)
     ]  # fmt: skip
     return f'<div class="charts" id="charts">{main}{"".join(small)}</div>'

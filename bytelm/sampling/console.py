@@ -39,16 +39,20 @@ def load_model(checkpoint_dir: str | Path, config: ml_collections.ConfigDict):
 
 def chunk_starts(model, variables, ids: list[int]) -> list[bool]:
     """Which bytes of `ids` start a chunk, as a chunking model (one that sows `boundaries`) splits each
-    window of `seq_len` bytes from the start; a one-line `UsageError` for a model that does not chunk."""
+    window of `seq_len` bytes from the start; a one-line `UsageError` for a model that does not chunk.
+    A short last window is padded to `seq_len` (one compiled shape): its marks do not depend on the
+    padding, because where a chunk starts depends only on the bytes up to it."""
     L, marks = model.config.seq_len, []
-    seen = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"])[1])
-    for start in range(0, len(ids), L):
+    seen = models.seen_forward(model)
+    for start in range(0, max(len(ids), 1), L):
         window = ids[start : start + L]
-        boundaries = seen(variables, tokenizer.one_hot(np.asarray([window]), jnp)).get("intermediates", {})
+        padded = np.zeros((1, L), dtype=np.int64)
+        padded[0, : len(window)] = window
+        boundaries = seen(variables, tokenizer.one_hot(padded, jnp))[1].get("intermediates", {})
         if "boundaries" not in boundaries:
             raise UsageError(f"--mark_chunks needs a model that chunks its bytes (the hierarchical family); "
                              f"this is a {type(model).__name__}")  # fmt: skip
-        marks += [bool(b) for b in np.asarray(boundaries["boundaries"][0])[0]]
+        marks += [bool(b) for b in np.asarray(boundaries["boundaries"][0])[0, : len(window)]]
     return marks
 
 
@@ -142,6 +146,7 @@ def sample_run(
     if not mark_chunks:
         print_samples(sampler, prompt, settings, num_samples, write)
         return
+    chunk_starts(model, variables, list(prompt))  # a model that does not chunk is refused before sampling
     for i, row in enumerate(sampler.generate(list(prompt), settings, num_samples=num_samples)):
         ids = list(prompt) + [int(t) for t in row]
         if num_samples > 1:

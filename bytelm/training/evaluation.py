@@ -6,7 +6,6 @@ import collections
 import math
 from collections.abc import Callable
 
-import jax
 import numpy as np
 
 from bytelm.data import batches
@@ -77,15 +76,9 @@ def as_validation(ev: dict) -> dict:
 
 
 def run_probe(forward, params, ids: np.ndarray, seq_len: int, positions: int) -> dict:
-    """The probe report (`reporting.probe`) on the first window of `ids`; `forward` is `probe_forward`'s."""
+    """The probe report (`reporting.probe`) on the first window of `ids`; `forward` is `models.seen_forward`'s."""
     b = batches.make_batch(ids, np.zeros(1, dtype=np.int64), seq_len)
     logits, seen = forward(params, b.x)
     marks = seen.get("intermediates", {}).get("boundaries")
     marks = None if marks is None else np.asarray(marks[0])[0]
     return probe.report(np.asarray(logits[0]), b.x[0].argmax(-1), b.y[0].argmax(-1), b.mask[0], positions, marks)
-
-
-def probe_forward(model):
-    """The jitted forward pass the probe runs: logits, and what the model sowed to be seen (`intermediates`:
-    a chunking model's boundaries)."""
-    return jax.jit(lambda params, x: model.apply(params, x, mutable=["intermediates"]))

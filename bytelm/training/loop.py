@@ -53,7 +53,7 @@ class Job:
     make_train: Callable
     make_eval: Callable
     bank: np.ndarray | None
-    forward: Callable  # `evaluation.probe_forward(model)`, for both probes
+    forward: Callable  # `models.seen_forward(model)`, for both probes
     lead: bool  # process 0: the one that prints and writes files
     processes: int
 
@@ -89,12 +89,13 @@ def train_and_evaluate(
     lead = jax.process_index() == 0
     if not lead:
         out = stream = _silent
-    model, kernels = _model(config, out)
-    SampleSettings.from_config(config.sample).validate(config.sample.prompt)  # fail before training, not after
-    # The weights to start from are read and checked before the workdir is touched: a refusal leaves nothing.
-    params = initial_params(config, model, jax.random.key(config.train.seed))  # the same in every process
     with contextlib.ExitStack() as run:
+        # An existing workdir is held first: a second training refuses before it builds anything.
         lock = run.enter_context(WorkdirLock(Path(workdir), enabled=lead))
+        model, kernels = _model(config, out)
+        SampleSettings.from_config(config.sample).validate(config.sample.prompt)  # fail before training
+        # The weights to start from are read and checked before a workdir is made: a refusal leaves nothing.
+        params = initial_params(config, model, jax.random.key(config.train.seed))  # the same in every process
         resume_step, data = _open(config, Path(workdir), overwrite, lead, lock)
         job, state, shardings = _build(config, Path(workdir), data, model, kernels, params, lead, out)
         tc = config.train
@@ -160,7 +161,7 @@ def _build(config, path: Path, data, model, kernels: dict, params, lead: bool, o
         config, path, model, data, device_mesh, kernels, train_step, eval_step,
         step.batch_maker(data.train, seq_len, tc.batch_size, device_mesh),
         step.batch_maker(data.val, seq_len, tc.eval_batch_size, device_mesh),
-        bank, evaluation.probe_forward(model), lead, jax.process_count(),
+        bank, models.seen_forward(model), lead, jax.process_count(),
     )  # fmt: skip
     out(_describe(job, models.count_params(params)))
     if tc.optimizer == "muon":

@@ -37,25 +37,48 @@ class WorkdirLock(contextlib.AbstractContextManager):
     def acquire(self) -> None:
         if not self.enabled or self.fd is not None or not self.path.is_dir():
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = self._locked(self.path, os.O_RDONLY)
+        if fd is None:  # a filesystem that cannot lock a folder (NFS): a lock file of its own, kept
+            fd = self._locked(self.path / run_dir.LOCK_FILE_FALLBACK, os.O_RDWR | os.O_CREAT)
+        self.fd = fd
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+        with contextlib.suppress(OSError):  # the record is for the message only; the lock is the flock
+            (self.path / run_dir.LOCK_FILE).write_text(holder + "\n", encoding="utf-8")
+
+    def _locked(self, target: Path, flags: int) -> int | None:
+        """A descriptor of `target` holding an exclusive flock; None where the filesystem refuses the lock
+        itself; a one-line `RunDirError` when another process holds it or `target` cannot be opened."""
+        try:
+            fd = os.open(target, flags, 0o666)
+        except OSError as e:
+            raise RunDirError(f"cannot open workdir {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
         except BlockingIOError:
             os.close(fd)
             raise RunDirError(
                 f"workdir {self.path} is in use by another training process ({self._holder()}): wait for it to "
                 "finish or stop it, or choose another --workdir"
             ) from None
-        self.fd = fd
-        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
-        with contextlib.suppress(OSError):  # the record is for the message only; the lock is the flock
-            (self.path / run_dir.LOCK_FILE).write_text(holder + "\n", encoding="utf-8")
+        except OSError:
+            os.close(fd)
+            return None
 
     def _holder(self) -> str:
+        """Who holds the lock, from its record; "pid unknown" where the record is missing, or names a
+        process of this host that is gone (a holder killed before it wrote its own record)."""
         try:
-            return (self.path / run_dir.LOCK_FILE).read_text(encoding="utf-8").strip() or "pid unknown"
+            record = (self.path / run_dir.LOCK_FILE).read_text(encoding="utf-8").strip()
         except OSError:
             return "pid unknown"
+        words = record.split()
+        here = len(words) > 3 and words[0] == "pid" and words[3].rstrip(",") == socket.gethostname()
+        if here and Path("/proc/self").exists():  # (where /proc lists the live processes)
+            with contextlib.suppress(ValueError):
+                if not Path(f"/proc/{int(words[1])}").exists():
+                    return "pid unknown"
+        return record or "pid unknown"
 
     def __exit__(self, *exc) -> None:
         if self.fd is None:
@@ -74,7 +97,8 @@ def open_workdir(
     `--overwrite` always starts over; otherwise, with `train.resume`, the latest checkpoint wins,
     provided the config matches the saved one in everything but `run_dir.RESUMABLE_FIELDS`.
     Only the `lead` process (process 0 of a multi-process job) creates or clears anything, and only
-    once it holds `lock` (taken here as soon as the folder exists).
+    once it holds `lock` (taken here as soon as the folder exists). The caller enters `lock` (`with`)
+    around the whole run, so that it is released on every path.
     """
     lock = lock or WorkdirLock(workdir, enabled=False)
     lock.acquire()

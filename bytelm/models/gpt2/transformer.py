@@ -32,8 +32,8 @@ Kernels (`GPT2Config.attention`, `compute_dtype`; chosen by `config.runtime.fast
 the model config, so a pack does not depend on them): the default is float32 with the attention
 written out below (`causal_attention`); the fast path is bfloat16 matmuls over float32 parameters,
 with the residual stream, layer-norm statistics, softmax and logits in float32, and attention
-through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU). Cached decoding always uses
-`causal_attention`.
+through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU). Cached decoding uses
+`causal_attention` (the samplers build the model with the default kernels).
 """
 
 from __future__ import annotations
@@ -168,6 +168,8 @@ class CausalSelfAttention(nn.Module):
                 *(jax.lax.dynamic_update_slice_in_dim(c, a, pos, axis=1) for c, a in zip(cache, (k, v), strict=True))
             )
         else:  # each row's one new key and value at its own slot
+            if k.shape[1] != 1:
+                raise ValueError(f"a position per row takes one new position per row, not {k.shape[1]}")
             at = (jnp.arange(cache.k.shape[1]) == pos[:, None])[:, :, None, None]
             cache = KVCache(jnp.where(at, k, cache.k), jnp.where(at, v, cache.v))
         return causal_attention(q, cache.k, cache.v, pos), cache

@@ -25,7 +25,6 @@ from bytelm.models.family import Family, Path, internal, option, required
 
 BOUNDARY_RULES = ("learned", "fixed", "space")
 BYTE_LAYERS = ("mamba2", "gpt2")  # what the encoder and decoder are made of
-NO_DECAY = ("A_log", "D", "dt_bias")  # the Mamba-2 byte layers' (models/mamba2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +35,7 @@ class HierarchicalConfig:
     d_model: int = required()  # D, at both resolutions
     boundaries: str = option("learned", choices=BOUNDARY_RULES)
     chunk_ratio: int = option(4, minimum=1)  # bytes per chunk: 'fixed's stride, 'learned's target (the ratio loss's N)
-    slots: int = option(0, minimum=0)  # chunks per window the main network holds (0: 2 × seq_len / chunk_ratio)
+    slots: int = option(0, minimum=0)  # chunks a window holds (0: 2·ceil(seq_len / chunk_ratio), at most seq_len)
     ratio_loss: float = option(0.03)  # 'learned': the weight of H-Net's ratio loss (its α)
     encoder_layers: int = option(2, minimum=0)
     decoder_layers: int = option(2, minimum=0)
@@ -62,11 +61,15 @@ class HierarchicalConfig:
             raise ConfigError(
                 f"model.slots={self.slots} exceeds model.seq_len={self.seq_len}: a chunk starts at a byte"
             )
-        if self.d_model % self.main_heads or self.d_model % self.byte_heads:
-            raise ConfigError(
-                f"model.main_heads={self.main_heads} and model.byte_heads={self.byte_heads} must divide "
-                f"model.d_model={self.d_model}"
-            )
+        heads = {"main_heads": (self.main_heads, self.main_positions == "rope")}
+        if self.byte_layers == "gpt2":  # rotary positions: an even head size
+            heads["byte_heads"] = (self.byte_heads, True)
+        for field, (n, rotary) in heads.items():
+            if self.d_model % n or (rotary and (self.d_model // n) % 2):
+                raise ConfigError(
+                    f"model.{field}={n} must divide model.d_model={self.d_model}"
+                    + (" into heads of an even size (rotary positions)" if rotary else "")
+                )
         if self.byte_layers == "mamba2" and (2 * self.d_model) % self.headdim:
             raise ConfigError(f"model.headdim={self.headdim} must divide 2 × d_model = {2 * self.d_model}")
         if self.boundaries == "learned" and self.chunk_ratio < 2:
@@ -88,22 +91,20 @@ class HierarchicalFamily(Family):
         blocks = ("encoder_", "decoder_", "main_")
         return len(shape) == 2 and path[-1] == "kernel" and any(k.startswith(blocks) for k in path[1:2])
 
-    def decays(self, path: Path, shape: tuple[int, ...]) -> bool:
-        return len(shape) >= 2 and path[-1] not in NO_DECAY
-
     def flops_per_token(self, config: HierarchicalConfig) -> float:
-        """6 × the byte layers' and head's matmul parameters per byte, + the main network's per chunk,
-        at one chunk per `chunk_ratio` bytes (the ratio the rules aim at)."""
+        """6 × the byte layers' and head's matmul parameters per byte, + the main network's per chunk (its
+        attention counted as GPT-2's, 12·layers·D·slots), at one chunk per `chunk_ratio` bytes (the ratio
+        the rules aim at)."""
         c, D = config, config.d_model
         ffn = c.main_ffn or 4 * D
-        main = c.main_layers * (4 * D * D + 2 * D * ffn)
+        main = c.main_layers * (4 * D * D + 2 * D * ffn) + 2 * c.main_layers * D * c.num_slots
         if c.byte_layers == "mamba2":
             E = 2 * D
             byte = D * (2 * E + 2 * c.d_state + E // c.headdim) + E * D
         else:
             byte = 12 * D * D
         per_byte = (c.encoder_layers + c.decoder_layers) * byte + 2 * D * D + c.vocab_size * D
-        return 6.0 * (per_byte + main / c.chunk_ratio)
+        return 6.0 * (per_byte + main / c.chunk_ratio)  # (12·L·D·S = 6 × 2·L·D·S)
 
 
 FAMILY = HierarchicalFamily()

@@ -177,21 +177,26 @@ class Hierarchical(nn.Module):
         )
         smoothed = chunking.smooth(z, p, positions)
         confidence = jnp.where(b, p, 1.0 - p)
-        straight_through = 1.0 + confidence - jax.lax.stop_gradient(confidence)  # 1, with confidence's gradient
+        straight_through = 1.0 + (confidence - jax.lax.stop_gradient(confidence))  # exactly 1, with its gradient
         out = chunking.dechunk(smoothed, b) * straight_through[..., None] + self.residual_proj(h)
         out, decoder = self._bytes(self.decoder, out, length)
         logits = self.norm_f(out) @ self.embedding.T
         if not self.is_initializing():
-            self._sow_training_signals(p, b, count)
+            self._sow_training_signals(x_BxLxV, p, b, count)
             self.sow("intermediates", "boundaries", b)  # for whoever asks to see them (the probe, launch.sample)
         if length is None:
             return logits, None
         return logits, (h, encoder, main, smoothed, b, decoder)
 
-    def _sow_training_signals(self, p, b, count):
+    def _sow_training_signals(self, x_BxLxV, p, b, count):
         c = self.config
         over = jnp.maximum(count - c.num_slots, 0)
         self.sow("metrics", "boundary_fraction", jnp.mean(b.astype(jnp.float32)))
+        # Of the chunks that start after a window's first byte, those whose previous byte is space-like:
+        # how often a chunk starts a word (the probe's `after_space`, over the whole batch).
+        space_before = (x_BxLxV[:, :-1].astype(jnp.float32) @ boundaries.SPACE_LIKE) * b[:, 1:]
+        after = jnp.sum(space_before) / jnp.maximum(jnp.sum(b[:, 1:].astype(jnp.float32)), 1.0)
+        self.sow("metrics", "boundaries_after_space", after)
         self.sow("metrics", "overflow_windows", jnp.mean((over > 0).astype(jnp.float32)))
         self.sow("metrics", "overflow_boundaries", jnp.sum(over).astype(jnp.float32))
         if c.boundaries == "learned" and c.ratio_loss:

@@ -76,6 +76,8 @@ class Mamba2Family(Family):
         return len(shape) == 2 and path[-1] == "kernel" and any(k.startswith("layers_") for k in path)
 
     def decays(self, path: Path, shape: tuple[int, ...]) -> bool:
+        # (A_log, D and dt_bias are vectors [H], which the matrices-only default already leaves out; named
+        # here so that a change of their shapes cannot start decaying them.)
         return len(shape) >= 2 and path[-1] not in NO_DECAY
 
     def flops_per_token(self, config: Mamba2Config) -> float:

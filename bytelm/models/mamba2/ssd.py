@@ -32,12 +32,17 @@ import chex
 import jax
 import jax.numpy as jnp
 
+MATMUL_CUMSUM = 256  # the longest cumulative sum taken as a matmul
+
 
 def cumsum(a: jax.Array, axis: int = -1) -> jax.Array:
-    """`jnp.cumsum` along `axis` as a product with a lower-triangular matrix of ones: XLA:CPU lowers a
-    cumulative sum to a reduce-window whose cost grows with the square of the length, and these
-    lengths (a chunk, the chunks) are short enough for a matmul."""
+    """`jnp.cumsum` along `axis`, as a product with a triangular matrix of ones up to `MATMUL_CUMSUM`
+    positions: XLA:CPU lowers a cumulative sum to a reduce-window whose cost grows with the square of the
+    length, where a short one (a chunk, the chunks of a window) costs less as a matmul; a long one (the
+    chunks of a long prompt) as what it is."""
     T = a.shape[axis]
+    if T > MATMUL_CUMSUM:
+        return jnp.cumsum(a, axis=axis)
     summed = jnp.moveaxis(a, axis, -1) @ jnp.triu(jnp.ones((T, T), a.dtype))  # out[j] = Σ_{k<=j} a[k]
     return jnp.moveaxis(summed, -1, axis)
 
