@@ -278,7 +278,12 @@ def test_relu2_and_rmsnorm_match_their_formulas():
     assert rel_err(got, expected) < 1e-5
 
 
-@pytest.mark.parametrize("options", [*OPTIONS.values(), ALL_OPTIONS], ids=[*OPTIONS, "all"])
+# The options that change what the cache holds or how it is read, each alone, and every option at once
+# (test_fast_sampling.py runs that model through the protocol again, past the window).
+CACHE_OPTIONS = ("rope", "qk_norm", "zero_init")
+
+
+@pytest.mark.parametrize("options", [*(OPTIONS[k] for k in CACHE_OPTIONS), ALL_OPTIONS], ids=[*CACHE_OPTIONS, "all"])
 def test_cached_decoding_equals_the_full_forward_for_every_option(options):
     model = GPT2(dataclasses.replace(SMALL, num_layers=1, **options))  # (one block: a compile is seconds)
     variables = models.init_variables(model, jax.random.key(1))
