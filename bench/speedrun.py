@@ -51,7 +51,8 @@ def run_ours(config_file: str, seed: int, overrides: dict | None = None, cache_d
     with tempfile.TemporaryDirectory() as workdir:
         cmd = [sys.executable, "-m", "launch.train", f"--config={config_file}", f"--workdir={workdir}"]
         out = timed_process([*cmd, *(f"--config.{k}={v}" for k, v in flags.items())], REPO, OUR_EVAL_LINE)
-        summary = json.loads((Path(workdir) / "train_log.json").read_text())["summary"]
+        log = json.loads((Path(workdir) / "train_log.json").read_text())
+    summary, last = log["summary"], (log.get("records") or [{}])[-1]
     final = summary["final_val_loss"]
     return {
         "config": Path(config_file).stem,
@@ -65,6 +66,7 @@ def run_ours(config_file: str, seed: int, overrides: dict | None = None, cache_d
         "first_step_s": summary["first_step_s"],
         "tokens_per_s": summary["tokens_per_s"],
         "steps": summary["steps"],
+        "model_metrics": {k: v for k, v in last.items() if k.startswith("model/")},  # the last logged step's
     }
 
 

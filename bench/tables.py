@@ -392,7 +392,27 @@ def _families(d: dict) -> list[str]:
         for t in targets:
             cells.append(" / ".join("—" if r["time_to"][t] is None else f"{r['time_to'][t]:.0f} s" for r in runs))
         lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""] + _budgets(d)
+    return lines + [""] + _budgets(d) + [""] + _chunking(d)
+
+
+def _chunking(d: dict) -> list[str]:
+    """What the chunking configs' boundaries had become at their last logged training step."""
+    rows = {n: rs for n, rs in d["runs"].items() if rs and "model/boundary_fraction" in rs[0].get("model_metrics", {})}
+    if not rows:
+        return []
+    lines = [
+        "The chunking configs' boundaries at their last logged training step (a training batch): the "
+        f"fraction of bytes that start a chunk, and of those chunks (after a window's first byte) the fraction "
+        f"whose previous byte is space-like, a word start. {_seeds(d)}.",
+        "",
+        "| config | chunks per byte | chunks after a space-like byte |",
+        "| --- | --- | --- |",
+    ]
+    for name, runs in rows.items():
+        cells = [" / ".join(f"{r['model_metrics'].get(k, float('nan')):.3f}" for r in runs)
+                 for k in ("model/boundary_fraction", "model/boundaries_after_space")]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 BUDGETS_S = (120, 300, 600)

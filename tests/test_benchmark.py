@@ -272,8 +272,10 @@ def test_the_families_section_finds_targets_budgets_and_the_pareto_front_on_stan
     facts = {"family": "gpt2", "params": 1000, "flops_per_token": 1.0, "tokens_per_step": 1}
     d = {"runs": {"fast": [run(fast)], "slow": [run(slow)]}, "facts": {"fast": facts, "slow": facts},
          "targets": list(families.TARGETS), "pareto": front}  # fmt: skip
+    d["runs"]["slow"][0]["model_metrics"] = {"model/boundary_fraction": 0.25, "model/boundaries_after_space": 0.9}
     page = "\n".join(tables._families(d))
     assert "| slow | gpt2 | 1,000 | 9 | 2.000 | 1.4500 | 2.092 | 701 | 400 s | 400 s |" in page
+    assert "| slow | 0.250 | 0.900 |" in page and "| fast | 0." not in page  # only a chunking config's row
     # By 10 minutes the slow run has reached 1.5 (its 1.45 comes at 700 s); one seed each.
     assert "| fast | 1.8000 | 1.6000 | 1.6000 |" in page and "| slow | 2.0000 | 2.0000 | 1.5000 |" in page
     assert "Tiny Shakespeare (111,539 bytes)" in page and "Seed 0." in page and "Seeds" not in page
