@@ -9,35 +9,16 @@ bytes (fixed patches, as Hourglass and MEGABYTE). Windows of 256 bytes, 64 chunk
 by measurement: one byte layer each side trains at about 1.4-1.5x the tokens/s of two (BENCHMARKS.md,
 Model families, has what each rule reaches); the other two rules are configs/hierarchical_*.py."""
 
+from pathlib import Path
+
 import ml_collections
 
 from bytelm import config_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
+    config = config_base.load_config_file(Path(__file__).with_name("hierarchical_learned.py"))  # its sizes
     config.name = "hierarchical_fixed"
-
-    config.model = config_base.model_config(
-        "hierarchical",
-        d_model=128,
-        seq_len=256,
-        boundaries="fixed",
-        chunk_ratio=4,  # bytes per chunk the ratio loss aims at
-        slots=64,  # chunks a window may hold (overflow is counted in the log)
-        encoder_layers=1,
-        decoder_layers=1,
-        byte_layers="mamba2",
-        headdim=128,  # mamba2_tiny's byte layers: two heads of 128, d_state 16, SSD chunks of 16
-        d_state=16,
-        ssd_chunk=16,
-        main_layers=4,
-        main_heads=4,
-    )
-
-    config.data = config_base.data_config()
-    config.train = config_base.train_config()
-    config.train.lr = 2e-3
-    config.sample = config_base.sample_config()
-    config.runtime = config_base.runtime_config()
+    config.model.boundaries = "fixed"
+    config.model.slots = 64  # chunks a window may hold (overflow is counted in the log)
     return config

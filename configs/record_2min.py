@@ -15,46 +15,18 @@ dropout (in 2 minutes the model sees the corpus about once). No training on vali
 64 windows at step 0 and the whole split at the end (the families benchmark evaluates along the way).
 """
 
+from pathlib import Path
+
 import ml_collections
 
 from bytelm import config_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
+    config = config_base.load_config_file(Path(__file__).with_name("gpt2_speedrun.py"))  # model and optimizer
     config.name = "record_2min"
-
-    config.model = config_base.model_config(
-        "gpt2",
-        num_layers=4,
-        num_heads=4,
-        head_dim=32,
-        ffn_hidden=512,
-        seq_len=256,
-        positions="rope",
-        norm="rmsnorm",
-        activation="relu2",
-        qk_norm=True,
-        biases=False,
-    )
-
-    config.data = config_base.data_config()
-    config.data.final_eval_windows = 0  # the whole validation split, once, at the end
-    config.data.eval_windows = 64
-
-    config.train = config_base.train_config()
+    config.model.seq_len = 256
+    config.data.eval_windows = 64  # (and the whole validation split, once, at the end)
     config.train.steps = 480
-    config.train.batch_size = 12
-    config.train.optimizer = "muon"
-    config.train.muon_lr = 0.03
-    config.train.lr = 3e-3
-    config.train.min_lr = 3e-5
-    config.train.warmup_steps = 20
-    config.train.schedule = "wsd"
-    config.train.decay_fraction = 0.4
     config.train.eval_every = 480  # the final evaluation only
-    config.train.checkpoint_every = 0
-
-    config.sample = config_base.sample_config()
-    config.runtime = config_base.runtime_config()
     return config

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -98,15 +99,14 @@ def test_sampling_compiles_into_the_runs_compilation_cache(workspace, small_run,
     assert run(flags, workspace, env=env).stdout == first.stdout  # compiled or cached, the same bytes
 
 
-@pytest.fixture(scope="module")
-def mamba_tiny_run(workspace):
-    """mamba_tiny itself (its parameters are the same at any window) trained 60 steps on windows of
-    32 bytes, through the same command as GPT-2; returns the run's folder."""
+def _recurrent_run(workspace, config: str, workdir: str) -> Path:
+    """`config` itself (a recurrent model's parameters are the same at any window) trained 60 steps on
+    windows of 32 bytes, through the same command as GPT-2; returns the run's folder."""
     run(
         [
             "launch.train",
-            f"--config={CONFIGS}/mamba_tiny.py",
-            "--workdir=runs/mamba",
+            f"--config={CONFIGS}/{config}.py",
+            f"--workdir={workdir}",
             "--config.train.steps=60",
             "--config.train.eval_every=30",
             "--config.model.seq_len=32",
@@ -117,28 +117,18 @@ def mamba_tiny_run(workspace):
         workspace,
         env=mirror_env(optimized=True),
     )
-    return workspace / "runs/mamba"
+    return workspace / workdir
+
+
+@pytest.fixture(scope="module")
+def mamba_tiny_run(workspace):
+    return _recurrent_run(workspace, "mamba_tiny", "runs/mamba")
 
 
 @pytest.fixture(scope="module")
 def mamba2_tiny_run(workspace):
-    """mamba2_tiny, as mamba_tiny above: 60 steps on windows of 32 bytes (two of its chunks of 16)."""
-    run(
-        [
-            "launch.train",
-            f"--config={CONFIGS}/mamba2_tiny.py",
-            "--workdir=runs/mamba2",
-            "--config.train.steps=60",
-            "--config.train.eval_every=30",
-            "--config.model.seq_len=32",
-            "--config.data.eval_windows=64",
-            "--config.data.final_eval_windows=128",
-            "--config.sample.generate=0",
-        ],
-        workspace,
-        env=mirror_env(optimized=True),
-    )
-    return workspace / "runs/mamba2"
+    """mamba2_tiny: windows of 32 bytes are two of its chunks of 16."""
+    return _recurrent_run(workspace, "mamba2_tiny", "runs/mamba2")
 
 
 @pytest.mark.slow
