@@ -73,9 +73,8 @@ def _grads(mode: str, inputs, x64: bool = False):
     return jax.jit(jax.grad(loss, argnums=tuple(range(6))))(*args)
 
 
-# One group at every length the forward test covers but Q - 1, two groups at the longest: each case is
-# two gradient compiles, and the groups change the layout, not the chunk arithmetic.
-@pytest.mark.parametrize("length, groups", [(1, 1), (Q, 1), (Q + 1, 1), (3 * Q + 5, 1), (3 * Q + 5, 2)])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("length", LENGTHS)
 def test_ssd_gradients_of_every_input_equal_the_float64_sequential_ones(length, groups):
     inputs = _inputs(100 + length, length, groups)
     with jax.enable_x64(True):
