@@ -58,12 +58,18 @@ def _text(n: int, rows: int = 2) -> np.ndarray:
 
 
 @functools.cache
-def _seen(model):
-    return jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"])[1]["intermediates"]["boundaries"][0])
+def _forward(model):
+    """The model's jitted forward, with what it sowed: (logits, {'intermediates': {'boundaries': ...}})."""
+    return models.seen_forward(model)
+
+
+def _logits_and_boundaries(model, variables, ids) -> tuple[np.ndarray, np.ndarray]:
+    logits, sown = _forward(model)(variables, one_hot(ids))
+    return np.asarray(logits), np.asarray(sown["intermediates"]["boundaries"][0])
 
 
 def _boundaries(model, variables, ids) -> np.ndarray:
-    return np.asarray(_seen(model)(variables, one_hot(ids)))
+    return _logits_and_boundaries(model, variables, ids)[1]
 
 
 @pytest.mark.parametrize("rule", list(RULES))
@@ -71,14 +77,13 @@ def test_logits_and_boundaries_before_i_ignore_every_byte_from_i_on(rule):
     """Causality by perturbation, at every i of a window: bytes ≥ i replaced, the logits and the
     boundaries before i unchanged; and the rows of a batch independent of each other."""
     model, variables = _model(rule)
-    apply = jax.jit(model.apply)
     ids = _text(L)
-    base, base_b = np.asarray(apply(variables, one_hot(ids))), _boundaries(model, variables, ids)
+    base, base_b = _logits_and_boundaries(model, variables, ids)
     assert 1 < base_b[0].sum() < L  # (there are boundaries to check)
     for i in range(L):
         other = ids.copy()
         other[0, i:] = byte_ids(i, (L - i,))  # row 0's future; row 1 untouched
-        logits, b = np.asarray(apply(variables, one_hot(other))), _boundaries(model, variables, other)
+        logits, b = _logits_and_boundaries(model, variables, other)
         np.testing.assert_array_equal(logits[0, :i], base[0, :i])
         np.testing.assert_array_equal(b[0, :i], base_b[0, :i])
         np.testing.assert_array_equal(logits[1], base[1])
