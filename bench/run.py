@@ -19,6 +19,7 @@ from bench import (
     corpus_speed,
     families,
     nanogpt_real,
+    op_profile,
     pack_speed,
     peers,
     sampling_speed,
@@ -35,7 +36,8 @@ from bytelm.config_base import load_config_file
 from bytelm.data import corpus
 from bytelm.errors import UsageError
 
-SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "mamba2", "families", "recipe", "speedrun")
+SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "mamba2", "profile", "families")
+SECTIONS += ("recipe", "speedrun")
 DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus")
 
 
@@ -62,6 +64,9 @@ class Options:
     ssd_lengths: tuple[int, ...] = (256, 1024, 4096)  # the mamba2 section's windows
     ssd_chunks: tuple[int, ...] = (16, 32, 64, 128, 256)  # and its SSD chunk sizes (mamba2_tiny: 16)
     ssd_steps: int = 5  # steps per case and round
+    profile_configs: tuple[str, ...] = ("mamba2_tiny", "mamba_tiny", "gpt2_tiny")  # the profile section's
+    profile_steps: int = 5  # traced steps per config
+    profile_top: int = 12  # rows per config
     families_seeds: int = 2
     families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)
     corpus_gb: float = 2.0  # the corpus section's large corpus
@@ -90,6 +95,7 @@ class Options:
         if self.decay_steps < 4:  # the decay curves are read at every quarter of the run
             raise UsageError(f"--decay_steps must be at least 4, got {self.decay_steps}")
         counts = {"decay_seeds": self.decay_seeds, "ssd_steps": self.ssd_steps, "families_seeds": self.families_seeds}
+        counts |= {"profile_steps": self.profile_steps, "profile_top": self.profile_top}
         counts |= {"ssd_lengths": min(self.ssd_lengths, default=0), "ssd_chunks": min(self.ssd_chunks, default=0)}
         for name, value in counts.items():
             if value < 1:
@@ -186,6 +192,7 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "decay": lambda: weight_decay.bench_no_decay(configs[o.scan_config], o.decay_seeds, o.decay_steps, 128, log),
         "corpus": lambda: _corpus_section(o, log),
         "mamba2": lambda: _ssd_section(o, log),
+        "profile": lambda: _profile_section(o, log),
         "families": lambda: _families_section(o, log),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),
@@ -209,6 +216,13 @@ def _ssd_section(o: Options, log) -> list[dict]:
     return ssd_speed.bench_ssd_speed(
         configs, ids, list(o.ssd_lengths), list(o.ssd_chunks), o.repeats, o.ssd_steps, log, o.scan_memory_budget_gb
     )
+
+
+def _profile_section(o: Options, log) -> list[dict]:
+    configs = {n: load_config_file(Path(o.config_dir) / f"{n}.py") for n in o.profile_configs}
+    longest = max(c.model.seq_len for c in configs.values())
+    ids = corpus.load(next(iter(configs.values())).data, longest).train.to_array()
+    return op_profile.bench_profile(configs, ids, o.profile_steps, o.profile_top, log)
 
 
 def _families_section(o: Options, log) -> dict:

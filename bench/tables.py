@@ -27,6 +27,7 @@ def markdown(doc: dict) -> str:
         ("sample", _sampling),
         ("scan", _scan),
         ("mamba2", _mamba2),
+        ("profile", _profile),
         ("choices", _choices),
         ("decay", _decay),
         ("corpus", _corpus),
@@ -412,6 +413,28 @@ def _chunking(d: dict) -> list[str]:
         cells = [" / ".join(f"{r['model_metrics'].get(k, float('nan')):.3f}" for r in runs)
                  for k in ("model/boundary_fraction", "model/boundaries_after_space")]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _profile(rows: list[dict]) -> list[str]:
+    """Where each profiled train step's time goes: its top operations."""
+    lines = [
+        "## Where a training step's time goes",
+        "",
+        "`python -m launch.benchmark --only=profile`: the trainer's compiled step (one device) traced with "
+        "`jax.profiler`; each XLA op's time summed under the JAX operation that made it (its scope path; "
+        "backward ops marked). Ops may use both cores and overlap, so their sum and the step's wall time differ.",
+    ]
+    for r in rows:
+        lines += [
+            "",
+            f"**{r['config']}** (batch {r['batch_size']} × {r['seq_len']} bytes): {r['step_ms']:.1f} ms a step, "
+            f"the ops' sum {r['ops_ms']:.1f} ms.",
+            "",
+            "| operation | ms a step | share of the ops |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| `{row['op']}` | {row['ms']:.2f} | {row['share']:.1%} |" for row in r["rows"]]
     return lines
 
 

@@ -12,7 +12,8 @@ runs configs/gpt2_speedrun.py against real nanoGPT's CPU recipe, whole processes
 of its levers (bench/speedrun.py). `choices` measures the defaults that the code's comments point to
 (BENCHMARKS.md, Choices). `--only=mamba2` (about 20 minutes) times Mamba-2's SSD chunk sizes against
 Mamba and GPT-2 at several windows; `--only=families` (about 90 minutes) trains every family's config
-to its budget with `--families_seeds` seeds and draws the loss-against-time plot (bench/families.py).
+to its budget with `--families_seeds` seeds and draws the loss-against-time plot (bench/families.py);
+`--only=profile` (a minute) says where each `--profile_configs` train step's time goes, op by op.
 """
 
 from absl import flags
@@ -59,6 +60,11 @@ _DECAY_SEEDS = flags.DEFINE_integer("decay_seeds", run.Options.decay_seeds, "dec
 _SSD_LENGTHS = flags.DEFINE_list("ssd_lengths", [str(n) for n in run.Options.ssd_lengths], "mamba2 section: windows")
 _SSD_CHUNKS = flags.DEFINE_list("ssd_chunks", [str(n) for n in run.Options.ssd_chunks], "mamba2 section: SSD chunks")
 _SSD_STEPS = flags.DEFINE_integer("ssd_steps", run.Options.ssd_steps, "mamba2 section: steps per case and round")
+_PROFILE_CONFIGS = flags.DEFINE_list(
+    "profile_configs", list(run.Options.profile_configs), "profile section: configs whose train step is profiled"
+)
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", run.Options.profile_steps, "profile section: traced steps")
+_PROFILE_TOP = flags.DEFINE_integer("profile_top", run.Options.profile_top, "profile section: rows per config")
 _FAMILIES_SEEDS = flags.DEFINE_integer("families_seeds", run.Options.families_seeds, "families section: seeds")
 _FAMILIES_CORPUS = flags.DEFINE_string(
     "families_corpus", "", "families section on another corpus (a file, folder or glob; 10% test split)"
@@ -95,6 +101,9 @@ def main() -> None:
         ssd_lengths=_ints(_SSD_LENGTHS),
         ssd_chunks=_ints(_SSD_CHUNKS),
         ssd_steps=_SSD_STEPS.value,
+        profile_configs=tuple(_PROFILE_CONFIGS.value),
+        profile_steps=_PROFILE_STEPS.value,
+        profile_top=_PROFILE_TOP.value,
         families_seeds=_FAMILIES_SEEDS.value,
         families_corpus=_FAMILIES_CORPUS.value,
         corpus_gb=_CORPUS_GB.value,

@@ -303,3 +303,21 @@ def test_the_mamba2_section_sizes_its_cases_and_tables_them():
     row = {"case": "x", "length": 256, "params": 10, "memory_mb": 1.0, "compile_s": 2.0,
            "tokens_per_s": {"median": 5.0, "min": 4.0, "max": 6.0, "n": 3}, "ratio_to_mamba": 2.0}  # fmt: skip
     assert "| 256 | x | 10 | 5 [4–6] | 2.00 | 1 | 2.0 |" in tables._mamba2([row])
+
+
+def test_the_profile_section_sums_each_ops_time_under_the_jax_operation_that_made_it(tiny_shakespeare):
+    from bench import op_profile, tables
+
+    assert op_profile.short_name("transpose(jvp(GPT2))/h_3/attn/jit(softmax)/exp") == "attn/softmax/exp (backward)"
+    hlo = '%fusion.7 = f32[2]{0} fusion(%p), kind=kLoop, metadata={op_name="jit(train_step)/jvp(GPT2)/h_0/mlp/fc/dot_general" source_file="x.py"}'  # noqa: E501
+    assert op_profile.op_names(hlo) == {"fusion.7": "jvp(GPT2)/h_0/mlp/fc/dot_general"}
+    config = load_config("gpt2_tiny")
+    config.model.update(seq_len=16, num_layers=1)
+    config.train.batch_size = 2
+    ids = np.frombuffer(tiny_shakespeare.read_bytes(), np.uint8)
+    r = op_profile.profile_config("gpt2_tiny", config, ids, steps=2, top=5)
+    assert r["step_ms"] > 0 and 0 < r["ops_ms"] and len(r["rows"]) == 5
+    assert sum(row["share"] for row in r["rows"]) <= 1 + 1e-9 and r["rows"][0]["ms"] >= r["rows"][-1]["ms"]
+    assert any("attn" in row["op"] or "mlp" in row["op"] for row in r["rows"])  # ops of the model, named
+    page = "\n".join(tables._profile([r]))
+    assert "**gpt2_tiny** (batch 2 × 16 bytes)" in page and f"| `{r['rows'][0]['op']}` |" in page
