@@ -14,6 +14,7 @@ matmul that an index lookup would not need.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,3 +93,23 @@ def pareto_front(points: list[dict]) -> list[dict]:
             front.append({"t_s": p["t_s"], "val_loss": p["val_loss"]})
             best = p["val_loss"]
     return front
+
+
+def bench_records(config_dir: str, names: tuple[str, ...], seeds: int, log: Callable[[str], None]) -> dict:
+    """Each record config as it is configured (its own evaluations: the whole split once, at the end),
+    whole processes: a first run that fills a fresh compilation cache (cold, reported as such), then
+    `seeds` runs from that cache (warm), as any second run of a config starts."""
+    out = {}
+    for name in names:
+        path = str(Path(config_dir) / f"{name}.py")
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cold = run_ours(path, 0, cache_dir=cache_dir)
+            warm = [run_ours(path, seed, cache_dir=cache_dir) for seed in range(seeds)]
+        out[name] = {"cold": _as_configured(cold), "warm": [_as_configured(r) for r in warm]}
+        finals = " / ".join(f"{r['final_val_loss']:.4f} in {r['wall_s']:.0f} s" for r in warm)
+        log(f"record  {name:<14} cold {cold['wall_s']:.0f} s; warm: {finals}")
+    return out
+
+
+def _as_configured(r: dict) -> dict:
+    return {k: r[k] for k in ("seed", "final_val_loss", "wall_s", "first_step_s", "tokens_per_s", "steps")}

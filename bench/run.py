@@ -37,7 +37,7 @@ from bytelm.data import corpus
 from bytelm.errors import UsageError
 
 SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "mamba2", "profile", "families")
-SECTIONS += ("recipe", "speedrun")
+SECTIONS += ("records", "recipe", "speedrun")
 DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus")
 
 
@@ -68,6 +68,7 @@ class Options:
     profile_steps: int = 5  # traced steps per config
     profile_top: int = 12  # rows per config
     families_seeds: int = 2
+    record_configs: tuple[str, ...] = ("record_2min",)  # the records section's configs, run as configured
     families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
@@ -194,6 +195,7 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "mamba2": lambda: _ssd_section(o, log),
         "profile": lambda: _profile_section(o, log),
         "families": lambda: _families_section(o, log),
+        "records": lambda: families.bench_records(o.config_dir, o.record_configs, o.families_seeds, log),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),
     }

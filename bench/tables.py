@@ -20,6 +20,7 @@ def markdown(doc: dict) -> str:
     lines = _header(doc)
     for key, render in (
         ("families", _families),
+        ("records", _records),
         ("train", _training),
         ("recipe", _recipe),
         ("speedrun", _speedrun),
@@ -413,6 +414,29 @@ def _chunking(d: dict) -> list[str]:
         cells = [" / ".join(f"{r['model_metrics'].get(k, float('nan')):.3f}" for r in runs)
                  for k in ("model/boundary_fraction", "model/boundaries_after_space")]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _records(d: dict) -> list[str]:
+    """The record configs as configured: whole processes from a warm compilation cache."""
+    lines = [
+        "## Records, as configured",
+        "",
+        "`python -m launch.benchmark --only=records`: each record config run as it is (the whole validation "
+        "split scored once, at the end), whole processes start to exit; a first run fills a fresh compilation "
+        "cache (cold), then one run per seed starts from it (warm). Each config's docstring names its target.",
+        "",
+        "| config | final val (nats), warm seeds | bits/byte | wall s, warm | wall s, cold | tokens/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in d.items():
+        warm = r["warm"]
+        lines.append(
+            f"| {name} | " + " / ".join(f"{w['final_val_loss']:.4f}" for w in warm) + " | "
+            + " / ".join(f"{w['final_val_loss'] / np.log(2):.3f}" for w in warm) + " | "
+            + " / ".join(f"{w['wall_s']:.0f}" for w in warm) + f" | {r['cold']['wall_s']:.0f} | "
+            + " / ".join(f"{w['tokens_per_s']:,.0f}" for w in warm) + " |"
+        )  # fmt: skip
     return lines
 
 

@@ -13,7 +13,9 @@ of its levers (bench/speedrun.py). `choices` measures the defaults that the code
 (BENCHMARKS.md, Choices). `--only=mamba2` (about 20 minutes) times Mamba-2's SSD chunk sizes against
 Mamba and GPT-2 at several windows; `--only=families` (about 90 minutes) trains every family's config
 to its budget with `--families_seeds` seeds and draws the loss-against-time plot (bench/families.py);
-`--only=profile` (a minute) says where each `--profile_configs` train step's time goes, op by op.
+`--only=profile` (a minute) says where each `--profile_configs` train step's time goes, op by op;
+`--only=records` runs each `--record_configs` config as configured, from a warm compilation cache, with
+`--families_seeds` seeds (the two-minute record: about 7 minutes).
 """
 
 from absl import flags
@@ -66,6 +68,9 @@ _PROFILE_CONFIGS = flags.DEFINE_list(
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", run.Options.profile_steps, "profile section: traced steps")
 _PROFILE_TOP = flags.DEFINE_integer("profile_top", run.Options.profile_top, "profile section: rows per config")
 _FAMILIES_SEEDS = flags.DEFINE_integer("families_seeds", run.Options.families_seeds, "families section: seeds")
+_RECORD_CONFIGS = flags.DEFINE_list(
+    "record_configs", list(run.Options.record_configs), "records section: record configs run as configured"
+)
 _FAMILIES_CORPUS = flags.DEFINE_string(
     "families_corpus", "", "families section on another corpus (a file, folder or glob; 10% test split)"
 )
@@ -106,6 +111,7 @@ def main() -> None:
         profile_top=_PROFILE_TOP.value,
         families_seeds=_FAMILIES_SEEDS.value,
         families_corpus=_FAMILIES_CORPUS.value,
+        record_configs=tuple(_RECORD_CONFIGS.value),
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
         nanogpt_dir=_NANOGPT_DIR.value,

@@ -321,3 +321,13 @@ def test_the_profile_section_sums_each_ops_time_under_the_jax_operation_that_mad
     assert any("attn" in row["op"] or "mlp" in row["op"] for row in r["rows"])  # ops of the model, named
     page = "\n".join(tables._profile([r]))
     assert "**gpt2_tiny** (batch 2 × 16 bytes)" in page and f"| `{r['rows'][0]['op']}` |" in page
+
+
+def test_the_records_table_gives_each_warm_seed_and_the_cold_start():
+    from bench import tables
+
+    run = lambda seed, loss, wall: {"seed": seed, "final_val_loss": loss, "wall_s": wall, "first_step_s": 3.0,
+                                    "tokens_per_s": 12000.0, "steps": 480}  # fmt: skip
+    d = {"record_2min": {"cold": run(0, 1.5, 130.0), "warm": [run(0, 1.5, 118.4), run(1, 1.52, 121.0)]}}
+    page = "\n".join(tables._records(d))
+    assert "| record_2min | 1.5000 / 1.5200 | 2.164 / 2.193 | 118 / 121 | 130 | 12,000 / 12,000 |" in page
