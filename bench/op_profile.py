@@ -3,8 +3,11 @@
 The trainer's compiled train step for each config, run a few steps under `jax.profiler`; each XLA op's
 time in the trace is summed under the JAX operation that made it (the `op_name` of the HLO
 instruction's metadata: the module path and the primitive, `transpose(...)` marking the backward
-pass). On XLA:CPU an op may use both cores and ops may overlap, so the ops' sum and the step's wall
-time differ; the table gives both. This is the per-op profile behind BENCHMARKS.md's Mamba-2 speeds.
+pass), each op's own time only (a loop's body is not counted again in the loop). On XLA:CPU an op may
+use both cores and ops may overlap, so the ops' sum and the step's wall time differ; the table gives
+both. The step is built with the default kernels on one device, and every config is fed the first
+config's corpus (Tiny Shakespeare for the defaults). This is the per-op profile behind BENCHMARKS.md's
+Mamba-2 speeds.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ import numpy as np
 
 from bench import training_speed
 from bytelm.data import batches
+from bytelm.errors import UsageError
 from bytelm.parallel import mesh
 from bytelm.training import step
 
-_INSTRUCTION = re.compile(r"%([\w.\-]+) = [^\n]*?metadata=\{[^}]*op_name=\"([^\"]+)\"")
+# An HLO instruction of the compiled program's text and the op_name of its metadata (`%` optional:
+# some print options leave it out).
+_INSTRUCTION = re.compile(r"(?:^|\s)%?([\w.\-]+) = [^\n]*?metadata=\{[^}]*op_name=\"([^\"]+)\"", re.MULTILINE)
 _SCOPE = re.compile(r"^jit\([^)]*\)/")
 
 
@@ -47,18 +53,29 @@ def short_name(op_name: str, depth: int = 3) -> str:
     return "/".join(parts[-depth:]) + (" (backward)" if backward else "")
 
 
-def trace_op_times(folder: str | Path) -> collections.Counter:
-    """Summed microseconds per trace event name (the HLO instructions) in the trace under `folder`."""
+def trace_self_times(folder: str | Path) -> collections.Counter:
+    """Microseconds per trace event name in the trace under `folder`, each event's own time only: an
+    event that encloses others on its thread (a `while` loop around its body's ops) counts what is
+    left after them, so that nothing is counted twice."""
     paths = sorted(Path(folder).rglob("*.trace.json.gz"))
     if not paths:
-        return collections.Counter()
+        raise UsageError(f"jax.profiler wrote no trace under {folder}: the profile section needs its trace export")
     with gzip.open(paths[-1]) as f:
-        events = json.load(f)["traceEvents"]
-    totals = collections.Counter()
+        events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X" and "dur" in e]
+    totals, threads = collections.Counter(), collections.defaultdict(list)
     for e in events:
-        name = e.get("name", "")
-        if e.get("ph") == "X" and "dur" in e:
-            totals[name] += e["dur"]
+        threads[(e.get("pid"), e.get("tid"))].append(e)
+    for thread in threads.values():
+        open_events: list[list] = []  # [end, name, own time] of the events enclosing the current one
+        for e in sorted(thread, key=lambda e: (e["ts"], -e["dur"])):
+            while open_events and open_events[-1][0] <= e["ts"]:
+                _, name, own = open_events.pop()
+                totals[name] += max(own, 0)
+            if open_events:
+                open_events[-1][2] -= e["dur"]  # the enclosing event's own time excludes this one
+            open_events.append([e["ts"] + e["dur"], e["name"], e["dur"]])
+        for _, name, own in open_events:
+            totals[name] += max(own, 0)
     return totals
 
 
@@ -75,19 +92,21 @@ def profile_config(name: str, config: ml_collections.ConfigDict, ids: np.ndarray
         state, metrics = compiled(state, batch(i))
     jax.block_until_ready(metrics)
     with tempfile.TemporaryDirectory() as folder:
-        jax.profiler.start_trace(folder, create_perfetto_trace=True)
-        t = time.perf_counter()
-        for i in range(steps):
-            state, metrics = compiled(state, batch(3 + i))
-        jax.block_until_ready(metrics)
-        wall = time.perf_counter() - t
-        jax.profiler.stop_trace()
-        times = trace_op_times(folder)
+        with jax.profiler.trace(folder, create_perfetto_trace=True):  # (stopped on every path)
+            t = time.perf_counter()
+            for i in range(steps):
+                state, metrics = compiled(state, batch(3 + i))
+            jax.block_until_ready(metrics)
+            wall = time.perf_counter() - t
+        times = trace_self_times(folder)
     grouped = collections.Counter()
     for instruction, us in times.items():
         if instruction in names:  # an op of the program (not Python's or the runtime's own events)
             grouped[short_name(names[instruction])] += us
     total = sum(grouped.values())
+    if not total:
+        raise UsageError(f"the profile of {name} matched no op of its program: this JAX's trace names its ops "
+                         "otherwise than the compiled HLO text (bench/op_profile.py reads both)")  # fmt: skip
     rows = [{"op": op, "ms": us / steps / 1e3, "share": us / total} for op, us in grouped.most_common(top)]
     return {
         "config": name,

@@ -101,6 +101,15 @@ class Options:
         for name, value in counts.items():
             if value < 1:
                 raise UsageError(f"--{name} must be at least 1 (every entry, and at least one), got {value}")
+        # Sections that load their configs when they start (perhaps after an hour of others): named now.
+        late = {"profile": ("profile_configs", self.profile_configs)}
+        late["records"] = ("record_configs", self.record_configs)
+        for section, (flag, names) in late.items():
+            missing = [n for n in names if section in self.only and not (Path(self.config_dir) / f"{n}.py").is_file()]
+            if missing:
+                raise UsageError(
+                    f"--{flag} names {', '.join(missing)}, which {self.config_dir}/ does not hold: name its *.py files"
+                )
 
 
 def machine() -> dict:

@@ -365,7 +365,7 @@ def _families(d: dict) -> list[str]:
     """Quality per second: each config's whole-split validation against wall time, two seeds."""
     targets = [f"{t:.2f}" for t in d["targets"]]
     corpus_file = (d.get("overrides") or {}).get("data.file")
-    corpus_name = f"`{Path(corpus_file).name}` (a 10% test split)" if corpus_file else "Tiny Shakespeare"
+    corpus_name = f"`{Path(corpus_file).name}` (10% of it held out as test)" if corpus_file else "Tiny Shakespeare"
     corpus_name += "" if corpus_file else " (111,539 bytes)"
     lines = [
         "## Model families: quality per second",
@@ -404,15 +404,17 @@ def _chunking(d: dict) -> list[str]:
         return []
     lines = [
         "The chunking configs' boundaries at their last logged training step (a training batch): the "
-        f"fraction of bytes that start a chunk, and of those chunks (after a window's first byte) the fraction "
-        f"whose previous byte is space-like, a word start. {_seeds(d)}.",
+        "fraction of bytes that start a chunk, and of those chunks (after a window's first byte) the fractions "
+        "whose previous byte is space-like (the chunk starts a word) and whose own byte is (it starts at the space "
+        f"before one, as SpaceByte's rule always does). {_seeds(d)}.",
         "",
-        "| config | chunks per byte | chunks after a space-like byte |",
-        "| --- | --- | --- |",
+        "| config | chunks per byte | chunks after a space-like byte | chunks at a space-like byte |",
+        "| --- | --- | --- | --- |",
     ]
+    keys = ("model/boundary_fraction", "model/boundaries_after_space", "model/boundaries_at_space")
     for name, runs in rows.items():
-        cells = [" / ".join(f"{r['model_metrics'].get(k, float('nan')):.3f}" for r in runs)
-                 for k in ("model/boundary_fraction", "model/boundaries_after_space")]  # fmt: skip
+        cells = [" / ".join("—" if k not in r["model_metrics"] else f"{r['model_metrics'][k]:.3f}" for r in runs)
+                 for k in keys]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

@@ -54,6 +54,8 @@ def _parse_flags(argv: list[str], positional: bool = False) -> list[str]:
     except (AttributeError, KeyError):
         # An unknown override: ml_collections names the field and may suggest a close one.
         fail(_unknown_field_message(argv), USAGE_EXIT)
+    except BytelmError as e:  # the config file's own error (one that loads another config that is missing)
+        fail(f"cannot load config file {config_file}: {e}", USAGE_EXIT)
     except (OSError, ValueError, TypeError, SyntaxError) as e:
         fail(f"cannot load config file {config_file}: {str(e).splitlines()[-1] if str(e) else e!r}", USAGE_EXIT)
     if len(rest) > 1 and not positional:

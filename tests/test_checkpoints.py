@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import resource
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -15,7 +20,7 @@ import pytest
 from bytelm.artifacts import param_pack, run_dir
 from bytelm.atomic_io import WriteError
 from bytelm.errors import ConfigError, RunDirError
-from bytelm.training import checkpoints, optimizer, step
+from bytelm.training import checkpoints, optimizer, step, workdir
 from bytelm.training.history import TrainingDiverged
 from bytelm.training.loop import train_and_evaluate
 from conftest import CONFIGS, FORK_THEN_EXEC, REPO, mirror_env, tiny_config
@@ -326,3 +331,40 @@ def test_a_muon_wsd_state_saved_and_restored_trains_on_to_the_same_bits(tmp_path
     resumed = run(restored, 3, 6)
     for a, b in zip(_tree_leaves(resumed), _tree_leaves(straight), strict=True):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def _flock_refusing(refuse_dirs: bool, refuse_files: bool):
+    """`fcntl.flock` as a filesystem that cannot lock folders (NFS), or files, or either, would be."""
+    real = fcntl.flock
+
+    def flock(fd, op):
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        if (is_dir and refuse_dirs) or (not is_dir and refuse_files):
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real(fd, op)
+
+    return flock
+
+
+def test_a_filesystem_that_cannot_lock_a_folder_locks_a_file_in_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(workdir.fcntl, "flock", _flock_refusing(refuse_dirs=True, refuse_files=False))
+    with workdir.WorkdirLock(tmp_path):
+        assert (tmp_path / run_dir.LOCK_FILE_FALLBACK).exists() and (tmp_path / run_dir.LOCK_FILE).exists()
+        with pytest.raises(RunDirError, match=f"in use by another training process \\(pid {os.getpid()} on "):
+            workdir.WorkdirLock(tmp_path).acquire()
+    assert not (tmp_path / run_dir.LOCK_FILE).exists() and (tmp_path / run_dir.LOCK_FILE_FALLBACK).exists()
+
+
+def test_where_nothing_can_be_locked_training_goes_on_without_a_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(workdir.fcntl, "flock", _flock_refusing(refuse_dirs=True, refuse_files=True))
+    with workdir.WorkdirLock(tmp_path) as lock:
+        assert lock.fd is None and not (tmp_path / run_dir.LOCK_FILE).exists()
+
+
+def test_a_holder_record_naming_a_gone_process_says_so(tmp_path):
+    """The lock is held (here by this process); its record names a pid of this host that no longer runs."""
+    with workdir.WorkdirLock(tmp_path):
+        record = f"pid 99999999 on {socket.gethostname()}, since 2026-12-06 20:15:02"
+        (tmp_path / run_dir.LOCK_FILE).write_text(record + "\n")
+        with pytest.raises(RunDirError, match=f"\\(last recorded as {record}, now gone\\)"):
+            workdir.WorkdirLock(tmp_path).acquire()

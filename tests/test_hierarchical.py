@@ -14,11 +14,11 @@ import pytest
 
 from bytelm import models
 from bytelm.artifacts import param_pack, run_dir
-from bytelm.data import batches, tokenizer
+from bytelm.data import batches
 from bytelm.errors import UsageError
 from bytelm.models import decoding
 from bytelm.models.hierarchical import boundaries, chunking
-from bytelm.reporting import report
+from bytelm.reporting import probe, report
 from bytelm.sampling import console
 from bytelm.sampling.decoders import make_sampler
 from bytelm.sampling.settings import SampleSettings
@@ -160,17 +160,25 @@ def test_a_window_past_its_slots_is_counted_and_every_target_scored():
     assert float(metrics["model/boundary_fraction"]) == 0.25 and np.isfinite(float(metrics["loss"]))
 
 
-def test_the_logged_fraction_of_chunks_after_a_space_is_the_probes_over_the_batch():
-    """`model/boundaries_after_space` counts, over a whole batch, what the probe's `after_space` counts
-    on one window: of the chunks after a row's first byte, those whose previous byte is space-like."""
-    model, variables = _model("learned")
+@pytest.mark.parametrize("rule", ["learned", "space"])
+def test_the_logged_word_start_fractions_are_the_probes_over_the_batch(rule):
+    """`model/boundaries_after_space` is the probe's `after_space` (of the chunks after a row's first
+    byte, those whose previous byte is space-like) over a whole batch, each row weighted by its chunks;
+    `model/boundaries_at_space` counts those whose own byte is. SpaceByte's rule starts its chunks at
+    the space itself: 0 and 1."""
+    model, variables = _model(rule)
     ids = _text(L, rows=3)
     sown = jax.jit(lambda v, x: model.apply(v, x, mutable=["metrics"])[1])(variables, one_hot(ids))
+    logged = step.model_metrics(sown)
     b = _boundaries(model, variables, ids)
-    space = tokenizer.space_like()
-    after = [bool(space[row[t - 1]]) for row, marks in zip(ids, b, strict=True) for t in range(1, L) if marks[t]]
-    logged = float(step.model_metrics(sown)["model/boundaries_after_space"])
-    assert 0 < len(after) < 3 * (L - 1) and logged == pytest.approx(np.mean(after), abs=1e-6)
+    counts = b[:, 1:].sum(axis=1)
+    rows = [probe.after_space_fraction(list(row), list(marks)) for row, marks in zip(ids, b, strict=True)]
+    expected = np.dot(np.nan_to_num(rows), counts) / counts.sum()
+    assert counts.sum() > 0 and float(logged["model/boundaries_after_space"]) == pytest.approx(expected, abs=1e-6)
+    if rule == "space":
+        assert expected == 0 and float(logged["model/boundaries_at_space"]) == 1
+    else:
+        assert 0 < expected < 1 and 0 <= float(logged["model/boundaries_at_space"]) < 1
 
 
 def test_no_recompilation_for_batches_with_other_boundary_counts():
@@ -264,11 +272,13 @@ def hierarchical_run(tmp_path_factory, tiny_shakespeare):
 def test_the_run_logs_the_compression_and_the_report_shows_the_boundaries(hierarchical_run):
     log = json.loads((hierarchical_run / "train_log.json").read_text())
     assert all(0 < r["model/boundary_fraction"] <= 1 and "model/ratio_loss" in r for r in log["records"])
+    assert all(0 <= r["model/boundaries_after_space"] <= 1 for r in log["records"])
     probe = log["probes"]["after"]
     assert len(probe["boundaries"]) == len(probe["input"]) == L and probe["boundaries"][0] == 1
     report.write_report(hierarchical_run)
     page = (hierarchical_run / "report.html").read_text()
     assert "<th>chunks</th>" in page and "▼" in page and 'aria-label="model/boundary_fraction"' in page
+    assert 'aria-label="model/boundaries_after_space"' in page  # every sown metric is charted
 
 
 def test_sampling_marks_where_chunks_start(hierarchical_run):
@@ -295,3 +305,5 @@ def test_chunk_marks_of_a_short_last_window_do_not_depend_on_its_padding():
     assert len(marks) == L + 9
     assert marks[L:] == [bool(b) for b in _boundaries(model, variables, np.asarray([ids[L:]]))[0]]
     assert marks[:L] == [bool(b) for b in _boundaries(model, variables, np.asarray([ids[:L]]))[0]]
+    short = ids[:5]  # a prompt shorter than one window: only the padded path
+    assert console.chunk_starts(model, variables, short) == [bool(b) for b in _boundaries(model, variables, [short])[0]]

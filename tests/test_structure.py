@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 MAX_FUNCTION_LINES = 60
@@ -36,3 +38,54 @@ def test_the_package_shows_the_pipeline_in_its_folders():
     assert len(flat) <= MAX_TOP_LEVEL_MODULES, flat
     stages = {p.name for p in (REPO / "bytelm").iterdir() if (p / "__init__.py").exists()}
     assert stages >= {"data", "models", "training", "sampling", "artifacts", "reporting", "parallel"}
+
+
+# What the configs that load another one change, and must keep changing (the rest is their base's).
+DERIVED = {
+    "record_2min": (
+        "gpt2_speedrun",
+        {"model.seq_len": 256, "train.steps": 480, "train.eval_every": 480, "data.eval_windows": 64},
+    ),
+    "record_10min": (
+        "gpt2_speedrun",
+        {
+            "model.seq_len": 256,
+            "train.steps": 2200,
+            "model.resid_dropout": 0.1,
+            "train.eval_every": 2200,
+            "data.eval_windows": 64,
+        },
+    ),
+    "hierarchical_space": ("hierarchical_learned", {"model.boundaries": "space", "model.slots": 96}),
+    "hierarchical_fixed": ("hierarchical_learned", {"model.boundaries": "fixed", "model.slots": 64}),
+}
+
+
+@pytest.mark.filterwarnings("ignore:the load_module\\(\\) method is deprecated")  # ml_collections' loader
+def test_every_config_file_loads_the_same_through_both_loaders_and_derived_ones_change_only_their_fields():
+    """`--config=` (ml_collections' loader) and `config_base.load_config_file` (the benchmark's) give one
+    config for every file of configs/, those that load another included."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from bytelm.config_base import load_config_file
+
+    loaded = {}
+    for path in sorted((REPO / "configs").glob("*.py")):
+        values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, flag_values=values)
+        values(["prog", f"--config={path}"])
+        loaded[path.stem] = load_config_file(path).to_dict()
+        assert values.config.to_dict() == loaded[path.stem], path.name
+    for name, (base, changes) in DERIVED.items():
+        ours, theirs = _flat(loaded[name]), _flat(loaded[base])
+        assert {k: ours[k] for k in changes} == changes
+        assert {k for k in ours if ours[k] != theirs[k]} <= {"name", *changes}, name
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{'model.seq_len': 256, ...} from nested dicts."""
+    out = {}
+    for k, v in tree.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out

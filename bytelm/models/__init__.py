@@ -72,7 +72,8 @@ def init_variables(model, key):
 
 def seen_forward(model):
     """`model.apply` jitted to return `(logits, sown)`: logits (B, L, V) and what the model sowed to be
-    seen, `{'intermediates': ...}` (a chunking model's `boundaries`, (B, L) bool), or `{}`."""
+    seen, `{'intermediates': ...}` (a chunking model's `boundaries`: flax keeps each sown value in a
+    tuple, so `sown['intermediates']['boundaries'][0]` is the (B, L) bool array), or `{}`."""
     import jax
 
     return jax.jit(lambda variables, x: model.apply(variables, x, mutable=["intermediates"]))

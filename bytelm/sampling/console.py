@@ -37,13 +37,14 @@ def load_model(checkpoint_dir: str | Path, config: ml_collections.ConfigDict):
     return model, jax.tree_util.tree_map(jnp.asarray, variables)
 
 
-def chunk_starts(model, variables, ids: list[int]) -> list[bool]:
+def chunk_starts(model, variables, ids: list[int], seen=None) -> list[bool]:
     """Which bytes of `ids` start a chunk, as a chunking model (one that sows `boundaries`) splits each
     window of `seq_len` bytes from the start; a one-line `UsageError` for a model that does not chunk.
     A short last window is padded to `seq_len` (one compiled shape): its marks do not depend on the
-    padding, because where a chunk starts depends only on the bytes up to it."""
+    padding, because where a chunk starts depends only on the bytes up to it. `seen` is
+    `models.seen_forward(model)`, built once by a caller that asks more than once."""
     L, marks = model.config.seq_len, []
-    seen = models.seen_forward(model)
+    seen = seen or models.seen_forward(model)
     for start in range(0, max(len(ids), 1), L):
         window = ids[start : start + L]
         padded = np.zeros((1, L), dtype=np.int64)
@@ -146,9 +147,10 @@ def sample_run(
     if not mark_chunks:
         print_samples(sampler, prompt, settings, num_samples, write)
         return
-    chunk_starts(model, variables, list(prompt))  # a model that does not chunk is refused before sampling
+    seen = models.seen_forward(model)  # compiled once for the check and every sample
+    chunk_starts(model, variables, list(prompt), seen)  # a model that does not chunk is refused before sampling
     for i, row in enumerate(sampler.generate(list(prompt), settings, num_samples=num_samples)):
         ids = list(prompt) + [int(t) for t in row]
         if num_samples > 1:
             write(f"--- sample {i + 1} of {num_samples} (seed {settings.seed + i}) ---\n")
-        write(marked_text(ids, chunk_starts(model, variables, ids)) + "\n")
+        write(marked_text(ids, chunk_starts(model, variables, ids, seen)) + "\n")

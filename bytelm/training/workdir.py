@@ -25,7 +25,9 @@ class WorkdirLock(contextlib.AbstractContextManager):
     refused at once with one line naming the holder, which `run_dir.LOCK_FILE` records. The kernel
     drops a lock when its process ends, however it ends (kill -9 included), so a stale holder never
     blocks the next run; the holder's record is removed on every way out of the `with` block. The
-    folder's own lock, not a lock file's: a refused run creates nothing."""
+    folder's own lock, not a lock file's, so a refused run creates nothing; where the filesystem cannot
+    lock a folder (NFS), a lock file `run_dir.LOCK_FILE_FALLBACK` in it instead (created once, kept);
+    where it can lock nothing at all, the run goes on unlocked, as it would without this class."""
 
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled, self.fd = Path(path), enabled, None
@@ -41,6 +43,8 @@ class WorkdirLock(contextlib.AbstractContextManager):
         if fd is None:  # a filesystem that cannot lock a folder (NFS): a lock file of its own, kept
             fd = self._locked(self.path / run_dir.LOCK_FILE_FALLBACK, os.O_RDWR | os.O_CREAT)
         self.fd = fd
+        if fd is None:  # no lock to be had here: no record of one either
+            return
         holder = f"pid {os.getpid()} on {socket.gethostname()}, since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
         with contextlib.suppress(OSError):  # the record is for the message only; the lock is the flock
             (self.path / run_dir.LOCK_FILE).write_text(holder + "\n", encoding="utf-8")
@@ -66,8 +70,9 @@ class WorkdirLock(contextlib.AbstractContextManager):
             return None
 
     def _holder(self) -> str:
-        """Who holds the lock, from its record; "pid unknown" where the record is missing, or names a
-        process of this host that is gone (a holder killed before it wrote its own record)."""
+        """Who holds the lock, from its record; "pid unknown" where there is none. A record naming a
+        process of this host that is gone (a holder killed before it wrote its own, or a child that
+        inherited the lock) is said to be that: the lock is held, the record is the last known."""
         try:
             record = (self.path / run_dir.LOCK_FILE).read_text(encoding="utf-8").strip()
         except OSError:
@@ -77,7 +82,7 @@ class WorkdirLock(contextlib.AbstractContextManager):
         if here and Path("/proc/self").exists():  # (where /proc lists the live processes)
             with contextlib.suppress(ValueError):
                 if not Path(f"/proc/{int(words[1])}").exists():
-                    return "pid unknown"
+                    return f"last recorded as {record}, now gone"
         return record or "pid unknown"
 
     def __exit__(self, *exc) -> None:

@@ -22,6 +22,7 @@ import math
 from bytelm.data.tokenizer import VOCAB_SIZE
 from bytelm.errors import ConfigError
 from bytelm.models.family import Family, Path, internal, option, required
+from bytelm.models.mamba2 import NO_DECAY
 
 BOUNDARY_RULES = ("learned", "fixed", "space")
 BYTE_LAYERS = ("mamba2", "gpt2")  # what the encoder and decoder are made of
@@ -85,6 +86,11 @@ class HierarchicalFamily(Family):
 
         return Hierarchical(config)
 
+    def decays(self, path: Path, shape: tuple[int, ...]) -> bool:
+        # Matrices only, as every family; the Mamba-2 byte layers' A_log, D and dt_bias never, whatever
+        # their shape (as the Mamba-2 family itself declares).
+        return len(shape) >= 2 and path[-1] not in NO_DECAY
+
     def hidden_matrix(self, path: Path, shape: tuple[int, ...]) -> bool:
         # The matmuls of the byte layers and the main network's blocks; not the router's, the residual or
         # the embedding.
@@ -92,17 +98,17 @@ class HierarchicalFamily(Family):
         return len(shape) == 2 and path[-1] == "kernel" and any(k.startswith(blocks) for k in path[1:2])
 
     def flops_per_token(self, config: HierarchicalConfig) -> float:
-        """6 × the byte layers' and head's matmul parameters per byte, + the main network's per chunk (its
-        attention counted as GPT-2's, 12·layers·D·slots), at one chunk per `chunk_ratio` bytes (the ratio
-        the rules aim at)."""
+        """6 × the byte layers' and head's matmul parameters per byte (GPT byte layers' attention counted
+        as GPT-2's, 12·layers·D·seq_len), + the main network's per chunk (its attention 12·layers·D·slots),
+        at one chunk per `chunk_ratio` bytes (the ratio the rules aim at)."""
         c, D = config, config.d_model
         ffn = c.main_ffn or 4 * D
         main = c.main_layers * (4 * D * D + 2 * D * ffn) + 2 * c.main_layers * D * c.num_slots
         if c.byte_layers == "mamba2":
             E = 2 * D
             byte = D * (2 * E + 2 * c.d_state + E // c.headdim) + E * D
-        else:
-            byte = 12 * D * D
+        else:  # GPT blocks over the bytes: their matmuls and their attention over seq_len, as GPT-2's
+            byte = 12 * D * D + 2 * D * c.seq_len
         per_byte = (c.encoder_layers + c.decoder_layers) * byte + 2 * D * D + c.vocab_size * D
         return 6.0 * (per_byte + main / c.chunk_ratio)  # (12·L·D·S = 6 × 2·L·D·S)
 

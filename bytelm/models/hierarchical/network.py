@@ -192,11 +192,14 @@ class Hierarchical(nn.Module):
         c = self.config
         over = jnp.maximum(count - c.num_slots, 0)
         self.sow("metrics", "boundary_fraction", jnp.mean(b.astype(jnp.float32)))
-        # Of the chunks that start after a window's first byte, those whose previous byte is space-like:
-        # how often a chunk starts a word (the probe's `after_space`, over the whole batch).
-        space_before = (x_BxLxV[:, :-1].astype(jnp.float32) @ boundaries.SPACE_LIKE) * b[:, 1:]
-        after = jnp.sum(space_before) / jnp.maximum(jnp.sum(b[:, 1:].astype(jnp.float32)), 1.0)
-        self.sow("metrics", "boundaries_after_space", after)
+        # Of the chunks that start after a window's first byte, those whose previous byte is space-like
+        # (a chunk that starts a word: the probe's `after_space`, over the whole batch), and those whose
+        # own byte is (a chunk that starts at the space before a word, as SpaceByte's rule always does).
+        space = x_BxLxV.astype(jnp.float32) @ boundaries.SPACE_LIKE  # [B, L]
+        later = b[:, 1:].astype(jnp.float32)
+        n_later = jnp.maximum(jnp.sum(later), 1.0)  # (0, not NaN, for a batch without such chunks)
+        self.sow("metrics", "boundaries_after_space", jnp.sum(space[:, :-1] * later) / n_later)
+        self.sow("metrics", "boundaries_at_space", jnp.sum(space[:, 1:] * later) / n_later)
         self.sow("metrics", "overflow_windows", jnp.mean((over > 0).astype(jnp.float32)))
         self.sow("metrics", "overflow_boundaries", jnp.sum(over).astype(jnp.float32))
         if c.boundaries == "learned" and c.ratio_loss:
