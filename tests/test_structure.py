@@ -44,17 +44,11 @@ def test_the_package_shows_the_pipeline_in_its_folders():
 DERIVED = {
     "record_2min": (
         "gpt2_speedrun",
-        {"model.seq_len": 256, "train.steps": 480, "train.eval_every": 480, "data.eval_windows": 64},
+        {"model.seq_len": 256, "train.steps": 340, "train.eval_every": 340, "data.eval_windows": 64},
     ),
     "record_10min": (
         "gpt2_speedrun",
-        {
-            "model.seq_len": 256,
-            "train.steps": 2200,
-            "model.resid_dropout": 0.1,
-            "train.eval_every": 2200,
-            "data.eval_windows": 64,
-        },
+        {"model.seq_len": 256, "train.steps": 1850, "train.eval_every": 1850, "data.eval_windows": 64},
     ),
     "hierarchical_space": ("hierarchical_learned", {"model.boundaries": "space", "model.slots": 96}),
     "hierarchical_fixed": ("hierarchical_learned", {"model.boundaries": "fixed", "model.slots": 64}),
