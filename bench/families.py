@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.processes import time_to
@@ -56,15 +56,17 @@ def _config_facts(config_file: Path) -> dict:
 def bench_families(
     config_dir: str,
     runs: dict[str, tuple[int, int]],
-    seeds: int,
+    seeds: Sequence[int],
     log: Callable[[str], None],
     overrides: dict | None = None,
+    keep: Callable[[dict], None] = lambda part: None,
 ) -> dict:
-    """Every config of `runs` (name → (steps, eval_every)) for `seeds` seeds, interleaved by seed so that
-    the machine's drift falls on every family alike. `overrides` go to every run (another corpus)."""
+    """Every config of `runs` (name → (steps, eval_every)) for each of `seeds`, interleaved by seed so that
+    the machine's drift falls on every family alike. `overrides` go to every run (another corpus). `keep`
+    receives the section so far after every run, so that an interrupted hour keeps what it measured."""
     facts = {name: _config_facts(Path(config_dir) / f"{name}.py") for name in runs}
     out = {"runs": {name: [] for name in runs}, "facts": facts, "targets": list(TARGETS), "overrides": overrides or {}}
-    for seed in range(seeds):
+    for seed in seeds:
         for name, (steps, every) in runs.items():
             flags = {"train.steps": steps, "train.eval_every": every, "data.eval_windows": 0}
             flags |= {"data.final_eval_windows": 0, "train.checkpoint_every": 0, **(overrides or {})}
@@ -77,6 +79,22 @@ def bench_families(
             out["runs"][name].append(r)
             reached = ", ".join(f"≤{t}: {_secs(v)}" for t, v in r["time_to"].items())
             log(f"family  {name:<14} seed {seed}: val {r['final_val_loss']:.4f} in {r['wall_s']:.0f} s ({reached})")
+            out["pareto"] = pareto_front([p for rs in out["runs"].values() for r in rs for p in r["curve"]])
+            keep(out)
+    return out
+
+
+def merged(earlier: dict | None, new: dict) -> dict:
+    """`new` added to an `earlier` section of the same corpus: a config's runs of other seeds kept, those of
+    the same seed replaced; configs in `RUNS`'s order; the front drawn again over every run."""
+    if not earlier or earlier.get("overrides", {}) != new["overrides"]:
+        return new
+    runs = {name: list(rs) for name, rs in earlier["runs"].items()}
+    for name, rs in new["runs"].items():
+        seeds = {r["seed"] for r in rs}
+        runs[name] = sorted([r for r in runs.get(name, []) if r["seed"] not in seeds] + rs, key=lambda r: r["seed"])
+    order = [n for n in RUNS if n in runs] + [n for n in runs if n not in RUNS]
+    out = {**new, "runs": {n: runs[n] for n in order}, "facts": {**earlier["facts"], **new["facts"]}}
     out["pareto"] = pareto_front([p for rs in out["runs"].values() for r in rs for p in r["curve"]])
     return out
 

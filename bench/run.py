@@ -68,6 +68,8 @@ class Options:
     profile_steps: int = 5  # traced steps per config
     profile_top: int = 12  # rows per config
     families_seeds: int = 2
+    families_first_seed: int = 0  # seeds families_first_seed, … (+ families_seeds), added to an existing table
+    families_configs: tuple[str, ...] = ()  # the families section's configs (() = all of bench/families.py's RUNS)
     record_configs: tuple[str, ...] = ("record_2min",)  # the records section's configs, run as configured
     families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)
     corpus_gb: float = 2.0  # the corpus section's large corpus
@@ -104,6 +106,14 @@ class Options:
         # Sections that load their configs when they start (perhaps after an hour of others): named now.
         late = {"profile": ("profile_configs", self.profile_configs)}
         late["records"] = ("record_configs", self.record_configs)
+        unknown = [n for n in self.families_configs if n not in families.RUNS]
+        if unknown:
+            raise UsageError(
+                f"--families_configs names {', '.join(unknown)}, which the families section does not run: "
+                f"choose from {', '.join(families.RUNS)}"
+            )
+        if self.families_first_seed < 0:
+            raise UsageError(f"--families_first_seed must be at least 0, got {self.families_first_seed}")
         for section, (flag, names) in late.items():
             missing = [n for n in names if section in self.only and not (Path(self.config_dir) / f"{n}.py").is_file()]
             if missing:
@@ -203,7 +213,7 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "corpus": lambda: _corpus_section(o, log),
         "mamba2": lambda: _ssd_section(o, log),
         "profile": lambda: _profile_section(o, log),
-        "families": lambda: _families_section(o, log),
+        "families": lambda: _families_section(o, log, doc),
         "records": lambda: families.bench_records(o.config_dir, o.record_configs, o.families_seeds, log),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),
@@ -217,7 +227,8 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         if "families" in doc:
             atomic_write_text(Path(o.markdown).with_name(tables.FAMILIES_CHART), tables.families_chart(doc["families"]))
         atomic_write_text(Path(o.markdown), tables.markdown(doc))
-    print(f"wrote {o.out}" + (f" and {o.markdown}" if o.markdown else ""))
+    written = ([o.out] if o.only else []) + ([o.markdown] if o.markdown else [])  # no section: the markdown alone
+    print("wrote " + " and ".join(written) if written else "nothing to do: no section, and --markdown=''")
 
 
 def _ssd_section(o: Options, log) -> list[dict]:
@@ -236,11 +247,17 @@ def _profile_section(o: Options, log) -> list[dict]:
     return op_profile.bench_profile(configs, ids, o.profile_steps, o.profile_top, log)
 
 
-def _families_section(o: Options, log) -> dict:
+def _families_section(o: Options, log, doc: dict) -> dict:
+    """The families table; runs of other seeds or configs already in `doc` (on the same corpus) are kept,
+    and `--out` is written after every run."""
     overrides = (
         {"data.file": str(Path(o.families_corpus).resolve()), "data.test_fraction": 0.1} if o.families_corpus else None
     )
-    return families.bench_families(o.config_dir, families.RUNS, o.families_seeds, log, overrides)
+    runs = {name: families.RUNS[name] for name in o.families_configs or families.RUNS}
+    seeds = range(o.families_first_seed, o.families_first_seed + o.families_seeds)
+    earlier = doc.get("families")
+    keep = lambda part: atomic_write_json(o.out, {**doc, "families": families.merged(earlier, part)})
+    return families.merged(earlier, families.bench_families(o.config_dir, runs, seeds, log, overrides, keep))
 
 
 def _pack_section(o: Options, log) -> dict:

@@ -13,26 +13,36 @@ FAMILIES_CHART = "BENCHMARKS_families.svg"
 FAMILY_COLORS = {"bigram": "#888888", "gpt2_tiny": "#1f77b4", "gpt2_speedrun": "#17becf", "mamba_tiny": "#d62728"}
 FAMILY_COLORS |= {"mamba2_tiny": "#ff7f0e", "record_2min": "#2ca02c", "record_10min": "#006400"}
 FAMILY_COLORS |= {"hierarchical_learned": "#9467bd", "hierarchical_space": "#8c564b", "hierarchical_fixed": "#e377c2"}
+ARCHIVE = "bench/archive/"  # earlier pages, kept for the sections whose JSON was not
 
 
 def markdown(doc: dict) -> str:
-    """The whole page; sections the JSON lacks are left out."""
+    """The whole page; sections the JSON lacks are left out, and named under the header."""
+    renders = {
+        "families": _families,
+        "records": _records,
+        "train": _training,
+        "recipe": _recipe,
+        "speedrun": _speedrun,
+        "pack": _pack,
+        "sample": _sampling,
+        "scan": _scan,
+        "mamba2": _mamba2,
+        "profile": _profile,
+        "choices": _choices,
+        "decay": _decay,
+        "corpus": _corpus,
+    }
     lines = _header(doc)
-    for key, render in (
-        ("families", _families),
-        ("records", _records),
-        ("train", _training),
-        ("recipe", _recipe),
-        ("speedrun", _speedrun),
-        ("pack", _pack),
-        ("sample", _sampling),
-        ("scan", _scan),
-        ("mamba2", _mamba2),
-        ("profile", _profile),
-        ("choices", _choices),
-        ("decay", _decay),
-        ("corpus", _corpus),
-    ):
+    missing = [key for key in renders if key not in doc]
+    if missing:
+        lines += [
+            f"Not on this page, since `bench.json` holds no figures for them: {', '.join(missing)} "
+            f"(`python -m launch.benchmark --only={','.join(missing)}` measures them; earlier pages, with "
+            f"their dates, are kept in `{ARCHIVE}`).",
+            "",
+        ]
+    for key, render in renders.items():
         if key in doc:
             lines += render(doc[key]) + [""]
     return "\n".join(lines)
@@ -292,6 +302,8 @@ def _cold(first: dict, sm: dict) -> str:
 
 
 def _ablation(sec: dict) -> list[str]:
+    if not sec["ablation"]:
+        return ["The ablation was not run this time (`--ablation_seeds=0`)."]
     by_lever: dict[str, list[dict]] = {}
     for row in sec["ablation"]:
         by_lever.setdefault(row["lever"], []).append(row)
@@ -469,8 +481,10 @@ BUDGETS_S = (120, 300, 600)
 
 def _seeds(d: dict) -> str:
     """'Seeds 0 / 1' for the cells of two seeds, 'Seed 0' for one."""
-    n = max((len(runs) for runs in d["runs"].values()), default=1)
-    return ("Seeds " if n > 1 else "Seed ") + " / ".join(str(i) for i in range(n))
+    counts = {len(runs) for runs in d["runs"].values() if runs} or {1}
+    n = max(counts)
+    fewer = "; a config with fewer figures ran the first of them only" if len(counts) > 1 else ""
+    return ("Seeds " if n > 1 else "Seed ") + " / ".join(str(i) for i in range(n)) + fewer
 
 
 def _budgets(d: dict) -> list[str]:

@@ -11,11 +11,13 @@ recipe) runs the full training recipe of `--config` and, with the peer, PyTorch'
 runs configs/gpt2_speedrun.py against real nanoGPT's CPU recipe, whole processes, and the ablation
 of its levers (bench/speedrun.py). `choices` measures the defaults that the code's comments point to
 (BENCHMARKS.md, Choices). `--only=mamba2` (about 20 minutes) times Mamba-2's SSD chunk sizes against
-Mamba and GPT-2 at several windows; `--only=families` (about 90 minutes) trains every family's config
-to its budget with `--families_seeds` seeds and draws the loss-against-time plot (bench/families.py);
+Mamba and GPT-2 at several windows; `--only=families` (about two hours) trains every family's config
+to its budget with `--families_seeds` seeds and draws the loss-against-time plot (bench/families.py;
+`--families_configs` and `--families_first_seed` add runs to the table already in `--out`);
 `--only=profile` (a minute) says where each `--profile_configs` train step's time goes, op by op;
 `--only=records` runs each `--record_configs` config as configured, from a warm compilation cache, with
-`--families_seeds` seeds (the two-minute record: about 7 minutes).
+`--families_seeds` seeds (the two-minute record: about 7 minutes). `--only=` (no section) regenerates the
+markdown and its plots from `--out` as it stands.
 """
 
 from absl import flags
@@ -68,6 +70,12 @@ _PROFILE_CONFIGS = flags.DEFINE_list(
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", run.Options.profile_steps, "profile section: traced steps")
 _PROFILE_TOP = flags.DEFINE_integer("profile_top", run.Options.profile_top, "profile section: rows per config")
 _FAMILIES_SEEDS = flags.DEFINE_integer("families_seeds", run.Options.families_seeds, "families section: seeds")
+_FAMILIES_FIRST_SEED = flags.DEFINE_integer(
+    "families_first_seed", 0, "families section: its first seed (runs of other seeds already in --out are kept)"
+)
+_FAMILIES_CONFIGS = flags.DEFINE_list(
+    "families_configs", [], "families section: these configs only ('' = all), added to those already in --out"
+)
 _RECORD_CONFIGS = flags.DEFINE_list(
     "record_configs", list(run.Options.record_configs), "records section: record configs run as configured"
 )
@@ -110,6 +118,8 @@ def main() -> None:
         profile_steps=_PROFILE_STEPS.value,
         profile_top=_PROFILE_TOP.value,
         families_seeds=_FAMILIES_SEEDS.value,
+        families_first_seed=_FAMILIES_FIRST_SEED.value,
+        families_configs=tuple(_FAMILIES_CONFIGS.value),
         families_corpus=_FAMILIES_CORPUS.value,
         record_configs=tuple(_RECORD_CONFIGS.value),
         corpus_gb=_CORPUS_GB.value,

@@ -41,6 +41,9 @@ def test_train_and_pack_sections_write_json_and_the_table(workspace):
     assert doc["pack"]["params"] > 1e6 and doc["pack"]["load_mb_per_s"]["median"] > 0
     table = (workspace / "B.md").read_text()
     assert "## Training" in table and "## Parameter pack" in table and "of ceiling" in table
+    missing = "families, records, recipe, speedrun, sample, scan, mamba2, profile, choices, decay, corpus"
+    only = missing.replace(", ", ",")
+    assert f"holds no figures for them: {missing} (`python -m launch.benchmark --only={only}`" in table
     assert "ceiling float32 matmul" in proc.stdout and "wrote b.json and B.md" in proc.stdout
     assert doc["measured"] == {"train": doc["machine"]["date"], "pack": doc["machine"]["date"]}
     # A later run of one section keeps the other, which says when it was measured.
@@ -61,10 +64,18 @@ def test_train_and_pack_sections_write_json_and_the_table(workspace):
     later = json.loads((workspace / "b.json").read_text())
     assert later["train"] == doc["train"] and later["measured"]["train"] == doc["machine"]["date"]
     assert later["measured"]["pack"] == later["machine"]["date"] != doc["machine"]["date"]
-    assert (
-        f"Measured: train {doc['machine']['date']}, pack {later['machine']['date']}."
-        in (workspace / "B.md").read_text()
-    )
+    measured = f"Measured: train {doc['machine']['date']}, pack {later['machine']['date']}."
+    assert measured in (workspace / "B.md").read_text()
+    # No section: the page regenerated from the JSON as it stands, which is left as it was.
+    before = (workspace / "b.json").read_bytes()
+    proc = run_module(
+        ["launch.benchmark", "--only=", "--out=b.json", "--markdown=C.md", f"--config={CONFIGS}/gpt2_tiny.py",
+         f"--config_dir={CONFIGS}"],
+        workspace,
+    )  # fmt: skip
+    page = (workspace / "C.md").read_text()
+    assert "## Training" in page and "## Parameter pack" in page and measured in page
+    assert (workspace / "b.json").read_bytes() == before and "wrote C.md" in proc.stdout
 
 
 def test_an_unknown_section_is_a_usage_error(workspace):
@@ -210,6 +221,10 @@ def test_speedrun_ratios_pair_each_round_with_its_own_nanogpt_run():
     assert "| seed 0 | 150.0 s | 1.8850 | 45.0 s | 1.8600 | 0.30 |" in page  # (round, walls, losses, ratio)
     assert "| without muon | train.optimizer=adamw | 2.1000 (n=1) | +0.2350 | 50.0 s | 0 of 1 |" in page
     assert 'aria-label="validation loss against wall time (s)"' in tables.speedrun_chart(section)
+    # Rounds without the ablation (`--ablation_seeds=0`): said, not a table of the speedrun alone.
+    alone = tables.markdown({"machine": machine, "repeats": 1, "speedrun": section | {"ablation": []}})
+    assert "The ablation was not run this time" in alone and "| without muon |" not in alone
+    assert "### Ablation" not in alone and "| seed 0 | 150.0 s |" in alone
 
 
 def test_the_gpu_check_dry_run_finds_what_it_needs_without_a_gpu(tmp_path):
@@ -281,6 +296,15 @@ def test_the_families_section_finds_targets_budgets_and_the_pareto_front_on_stan
     # By 10 minutes the slow run has reached 1.5 (its 1.45 comes at 700 s); one seed each.
     assert "| fast | 1.8000 | 1.6000 | 1.6000 |" in page and "| slow | 2.0000 | 2.0000 | 1.5000 |" in page
     assert "Tiny Shakespeare (111,539 bytes)" in page and "Seed 0." in page and "Seeds" not in page
+    # A later run of other seeds or configs joins the table: same seed replaced, other seeds kept.
+    run1 = lambda c, seed: run(c) | {"seed": seed}
+    earlier = d | {"runs": {"fast": [run1(fast, 0)], "slow": [run1(slow, 0)]}, "overrides": {}}
+    later = families.merged(earlier, earlier | {"runs": {"slow": [run1(fast, 1), run1(slow, 0)]}, "facts": {}})
+    assert [[r["seed"] for r in rs] for rs in later["runs"].values()] == [[0], [0, 1]]
+    assert later["runs"]["slow"][1]["curve"] == fast and later["facts"] == d["facts"]
+    assert "Seeds 0 / 1; a config with fewer figures ran the first of them only." in "\n".join(tables._families(later))
+    elsewhere = earlier | {"runs": {"slow": [run1(slow, 1)]}, "overrides": {"data.file": "x"}}
+    assert families.merged(earlier, elsewhere) == elsewhere  # another corpus: its own table
     other = "\n".join(tables._families(d | {"overrides": {"data.file": "/data/enwik8"}}))
     assert "split of `enwik8` (10% of it held out as test)" in other
     assert 'aria-label="whole-split validation loss against wall time (s), seed 0"' in tables.families_chart(d)
@@ -361,10 +385,22 @@ def test_an_events_own_time_leaves_out_the_events_inside_it(tmp_path):
         ({"ssd_chunks": (16, 0)}, "--ssd_chunks must be at least 1"),
         ({"families_seeds": 0}, "--families_seeds must be at least 1"),
         ({"profile_top": 0}, "--profile_top must be at least 1"),
+        ({"families_configs": ("gpt2_tiny", "gpt3")}, "--families_configs names gpt3, which the families section"),
+        ({"families_first_seed": -1}, "--families_first_seed must be at least 0"),
         ({"only": ("records",), "record_configs": ("record_3min",)}, "--record_configs names record_3min, which"),
         ({"only": ("profile",), "profile_configs": ("gpt3",)}, "--profile_configs names gpt3, which"),
     ],
-    ids=["decay-steps", "no-lengths", "zero-chunk", "no-seeds", "no-rows", "record-name", "profile-name"],
+    ids=[
+        "decay-steps",
+        "no-lengths",
+        "zero-chunk",
+        "no-seeds",
+        "no-rows",
+        "family-name",
+        "first-seed",
+        "record-name",
+        "profile-name",
+    ],
 )
 def test_bad_benchmark_options_are_refused_before_anything_runs(change, message):
     from bench import run
