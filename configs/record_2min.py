@@ -10,7 +10,9 @@ gpt2_speedrun's model and optimizer (4 layers of width 128: rotary positions, RM
 biases; Muon on the hidden matrices, warmup-stable-decay) on windows of 256 bytes, for as many steps as
 fit the budget: a whole run of 480 steps took 152 and 158 s here on 2026-12-06 (about 10,000 tokens/s,
 0.31 s a step, ~8 s of start-up, compilation and the final evaluation), so 340 steps fit 2 minutes with
-a margin for this shared machine's drift. How the settings were chosen: gpt2_speedrun's ablation for the
+a margin for this shared machine's drift; on 2026-12-07 the same 340 steps took 158-160 s (0.44 s a
+step: BENCHMARKS.md, "Records, as configured"): on a slower day it needs fewer steps to fit.
+How the settings were chosen: gpt2_speedrun's ablation for the
 levers, the window of 256 from its measured 1.463 after 2400 steps there, the step count from the budget;
 no dropout (in 2 minutes the model sees the corpus about once). No training on validation bytes; the run
 evaluates 64 windows at step 0 and the whole split at the end (the families benchmark evaluates along
