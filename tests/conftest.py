@@ -30,13 +30,26 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
-# Tests compile far more than they run. At optimisation level 0 XLA's CPU backend compiles them in
-# about two thirds of the time (as measured when the flag came in, 59e1b54) and runs them about 3x slower,
-# which only the few long training runs feel: those ask for `mirror_env(optimized=True)`. Set a level
-# in XLA_FLAGS yourself to run every test at it.
-FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+# Tests compile far more than they run, so they ask XLA's CPU backend to compile fast: optimisation
+# level 0 (about two thirds of the compile time when it came in, 59e1b54) and XLA's older fusion code
+# generation (about half of what was left, when it came in: its commit has the measurement). The
+# programs then run about 3x slower, which only the few long training runs feel: those ask for
+# `mirror_env(optimized=True)`. Set either flag in XLA_FLAGS yourself to choose it.
+def _jax_accepts(flag: str) -> bool:
+    """Whether this jaxlib's XLA knows `flag` (XLA aborts on an unknown flag: a later JAX may drop one)."""
+    probe = "import jax; jax.devices()"
+    env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
+
+
+FAST_COMPILE_FLAGS = ["--xla_backend_optimization_level=0"]
+if "BYTELM_TEST_XLA_FLAGS" not in os.environ:  # probed once, by the process that starts the session
+    if _jax_accepts("--xla_cpu_use_fusion_emitters=false"):
+        FAST_COMPILE_FLAGS.append("--xla_cpu_use_fusion_emitters=false")
+    os.environ["BYTELM_TEST_XLA_FLAGS"] = " ".join(
+        flag for flag in FAST_COMPILE_FLAGS if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", "")
+    )
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {os.environ['BYTELM_TEST_XLA_FLAGS']}".strip()
 
 
 def load_config(name: str):
@@ -88,7 +101,8 @@ def mirror_env(optimized: bool = False) -> dict[str, str]:
     `optimized` drops the tests' fast-compile flag (for runs long enough to feel it)."""
     env = dict(os.environ)
     if optimized:
-        env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAG, "").strip()
+        flags = env.get("XLA_FLAGS", "").split()
+        env["XLA_FLAGS"] = " ".join(f for f in flags if f not in env["BYTELM_TEST_XLA_FLAGS"].split())
     if SHARED_MIRROR.is_dir() and not env.get("BYTELM_DATA_MIRROR"):
         env["BYTELM_DATA_MIRROR"] = str(SHARED_MIRROR)
     env["PYTHONUNBUFFERED"] = "1"

@@ -94,9 +94,10 @@ def train_and_evaluate(
         lock = run.enter_context(WorkdirLock(Path(workdir), enabled=lead))
         model, kernels = _model(config, out)
         SampleSettings.from_config(config.sample).validate(config.sample.prompt)  # fail before training
+        data = corpus.load(config.data, config.model.seq_len)  # (a bad corpus is said before any compile)
         # The weights to start from are read and checked before a workdir is made: a refusal leaves nothing.
         params = initial_params(config, model, jax.random.key(config.train.seed))  # the same in every process
-        resume_step, data = _open(config, Path(workdir), overwrite, lead, lock)
+        resume_step = _open(config, Path(workdir), data, overwrite, lead, lock)
         job, state, shardings = _build(config, Path(workdir), data, model, kernels, params, lead, out)
         tc = config.train
         with contextlib.ExitStack() as stack:
@@ -126,10 +127,9 @@ def _model(config, out) -> tuple[object, dict]:
     return models.build(config.model, **kernels), kernels
 
 
-def _open(config, path: Path, overwrite: bool, lead: bool, lock) -> tuple[int | None, corpus.Corpus]:
-    """Reads the corpus and opens the workdir (process 0 first, then the others) under `lock`; returns
-    the step to resume from (None for a fresh run) and the corpus."""
-    data = corpus.load(config.data, config.model.seq_len)
+def _open(config, path: Path, data: corpus.Corpus, overwrite: bool, lead: bool, lock) -> int | None:
+    """Opens the workdir for `data` (process 0 first, then the others) under `lock`; returns the step to
+    resume from (None for a fresh run)."""
     resume_step = workdir.open_workdir(config, path, overwrite, lead, lock)
     if jax.process_count() > 1:  # the others look at the workdir only after process 0 has prepared it
         processes.sync("workdir prepared")
@@ -140,7 +140,7 @@ def _open(config, path: Path, overwrite: bool, lead: bool, lock) -> tuple[int | 
     if lead:
         run_dir.write_config(path, config)
         run_dir.write_corpus(path, data.manifest())
-    return resume_step, data
+    return resume_step
 
 
 def _build(config, path: Path, data, model, kernels: dict, params, lead: bool, out):
