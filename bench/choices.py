@@ -185,7 +185,7 @@ def _run_quietly(cmd: list[str], env: dict) -> None:
         raise BytelmError(f"the start-up run failed (exit {proc.returncode}): {last}")
 
 
-def _start_up(corpus_path: Path, repeats: int) -> dict:
+def _start_up(corpus_path: Path | str, repeats: int) -> dict:
     """The tiny runtime check as a user runs it: a fresh cache folder, then the same folder again."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     rates = {"empty cache": [], "warm cache": []}
@@ -194,7 +194,7 @@ def _start_up(corpus_path: Path, repeats: int) -> dict:
             cmd = [
                 sys.executable, "-m", "launch.train", f"--config={REPO}/configs/gpt2_tiny.py",
                 "--config.train.steps=1", "--config.data.windows=1", "--config.sample.generate=0",
-                f"--config.data.file={corpus_path.resolve()}", f"--workdir={folder}/run", "--overwrite",
+                f"--config.data.file={Path(corpus_path).resolve()}", f"--workdir={folder}/run", "--overwrite",
                 f"--config.runtime.compilation_cache_dir={folder}/cache",
             ]  # fmt: skip
             for label in rates:  # the first run fills the folder's cache, the second finds it

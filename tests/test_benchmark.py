@@ -140,6 +140,18 @@ def test_choices_are_measured_in_interleaved_rounds_and_tabled_against_the_chose
     assert "| thing (config.field) | a | 2 [2–2] units/s | 2.00 |" in page and "| | | how | |" in page
 
 
+def test_the_start_up_choice_runs_the_tiny_check_on_the_corpus_it_is_given(monkeypatch, tmp_path):
+    """The start-up row's command, for a corpus path given as the corpus loader gives it (a str), with
+    the two runs stood in for: the first fills the run's cache folder, the second finds it."""
+    from bench import choices
+
+    commands = []
+    monkeypatch.setattr(choices, "_timed", lambda fn, work: commands.append(fn.args[0]) or 1.0)
+    row = choices._start_up(str(tmp_path / "corpus.txt"), repeats=1)
+    assert [v["value"] for v in row["values"]] == ["empty cache", "warm cache"] and len(commands) == 2
+    assert f"--config.data.file={tmp_path / 'corpus.txt'}" in commands[0] and commands[0] == commands[1]
+
+
 FAKE_TRAIN = """import sys
 print("Overriding config with", sys.argv[1])
 assert "--device=cpu" in sys.argv and "--max_iters=30" in sys.argv and "--batch_size=12" in sys.argv
