@@ -238,20 +238,20 @@ def _signal_state_is_left_as_found(request):
 # xdist orders files by their number of tests, and test_cli.py, whose few tests are nearly all long,
 # came last.)
 _SLOW_FILES_FIRST = (
-    "test_cli.py",  # 134 s
-    "test_hierarchical.py",  # 72
-    "test_checkpoints.py",  # 65
-    "test_mesh.py",  # 61
-    "test_bad_input.py",  # 59
-    "test_fast_sampling.py",  # 48
-    "test_transformer.py",  # 43
-    "test_benchmark.py",  # 32
-    "test_train.py",  # 30
-    "test_mamba.py",  # 27
-    "test_mamba2.py",  # 22
-    "test_report.py",  # 21
-    "test_export.py",  # 17
-    "test_corpora.py",  # 17
+    "test_cli.py",  # 139 s
+    "test_hierarchical.py",  # 76
+    "test_checkpoints.py",  # 69
+    "test_bad_input.py",  # 48
+    "test_fast_sampling.py",  # 46
+    "test_mesh.py",  # 42
+    "test_benchmark.py",  # 33
+    "test_transformer.py",  # 30
+    "test_train.py",  # 29
+    "test_report.py",  # 22
+    "test_mamba2.py",  # 18
+    "test_export.py",  # 18
+    "test_corpora.py",  # 18
+    "test_mamba.py",  # 17
 )
 
 
