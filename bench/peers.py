@@ -15,7 +15,7 @@ from bytelm.models.gpt2 import GPT2Config
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_peer(config, corpus_path: Path, steps: int, eval_windows: int) -> dict:
+def run_peer(config, corpus_path: Path | str, steps: int, eval_windows: int) -> dict:
     """Trains `config`'s GPT-2 with the PyTorch peer in a child process; returns its JSON."""
     if importlib.util.find_spec("torch") is None:
         raise UsageError("--peer=torch needs PyTorch: pip install -e '.[bench]' (torch 2.13.0, CPU build)")
@@ -26,7 +26,7 @@ def run_peer(config, corpus_path: Path, steps: int, eval_windows: int) -> dict:
             f"--peer=torch trains GPT-2 exactly (GPT2Config at GPT-2's options); --config is {m.to_dict()}"
         )
     fields = {
-        "corpus": corpus_path.resolve(),
+        "corpus": Path(corpus_path).resolve(),
         "val_fraction": config.data.val_fraction,
         "steps": steps,
         "eval_windows": eval_windows,

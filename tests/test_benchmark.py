@@ -152,6 +152,25 @@ def test_the_start_up_choice_runs_the_tiny_check_on_the_corpus_it_is_given(monke
     assert f"--config.data.file={tmp_path / 'corpus.txt'}" in commands[0] and commands[0] == commands[1]
 
 
+def test_the_torch_peer_is_started_on_the_corpus_it_is_given(monkeypatch, tmp_path):
+    """`--peer=torch` (train, recipe) passes the corpus as the corpus loader gives it (a str): the peer's
+    command names it resolved, with the run stood in for."""
+    import subprocess
+
+    from bench import peers
+
+    commands = []
+
+    def fake_run(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"tokens_per_s": 1.0}\n', stderr="")
+
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name: object())  # torch not needed
+    monkeypatch.setattr(peers.subprocess, "run", fake_run)
+    assert peers.run_peer(load_config("gpt2_tiny"), str(tmp_path / "c.txt"), 3, 1) == {"tokens_per_s": 1.0}
+    assert f"--corpus={tmp_path / 'c.txt'}" in commands[0] and "--steps=3" in commands[0]
+
+
 FAKE_TRAIN = """import sys
 print("Overriding config with", sys.argv[1])
 assert "--device=cpu" in sys.argv and "--max_iters=30" in sys.argv and "--batch_size=12" in sys.argv
