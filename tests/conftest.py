@@ -35,6 +35,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # generation (about half of what was left, when it came in: its commit has the measurement). The
 # programs then run about 3x slower, which only the few long training runs feel: those ask for
 # `mirror_env(optimized=True)`. Set either flag in XLA_FLAGS yourself to choose it.
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+
+
 def _jax_accepts(flag: str) -> bool:
     """Whether this jaxlib's XLA knows `flag` (XLA aborts on an unknown flag: a later JAX may drop one)."""
     probe = "import jax; jax.devices()"
@@ -42,14 +45,11 @@ def _jax_accepts(flag: str) -> bool:
     return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
 
 
-FAST_COMPILE_FLAGS = ["--xla_backend_optimization_level=0"]
-if "BYTELM_TEST_XLA_FLAGS" not in os.environ:  # probed once, by the process that starts the session
-    if _jax_accepts("--xla_cpu_use_fusion_emitters=false"):
-        FAST_COMPILE_FLAGS.append("--xla_cpu_use_fusion_emitters=false")
-    os.environ["BYTELM_TEST_XLA_FLAGS"] = " ".join(
-        flag for flag in FAST_COMPILE_FLAGS if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", "")
-    )
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {os.environ['BYTELM_TEST_XLA_FLAGS']}".strip()
+if "BYTELM_TEST_XLA_FLAGS" not in os.environ:  # chosen once, by the process that starts the session
+    _set = os.environ.get("XLA_FLAGS", "")
+    _added = [f for f in FAST_COMPILE_FLAGS if f.split("=")[0] not in _set and _jax_accepts(f)]
+    os.environ["BYTELM_TEST_XLA_FLAGS"] = " ".join(_added)  # what `mirror_env(optimized=True)` takes out
+    os.environ["XLA_FLAGS"] = " ".join([_set, *_added]).strip()
 
 
 def load_config(name: str):
@@ -98,7 +98,7 @@ def import_transformers():
 
 def mirror_env(optimized: bool = False) -> dict[str, str]:
     """The environment for subprocesses: the local mirror when it exists (CI and offline machines);
-    `optimized` drops the tests' fast-compile flag (for runs long enough to feel it)."""
+    `optimized` drops the tests' fast-compile flags (for runs long enough to feel them)."""
     env = dict(os.environ)
     if optimized:
         flags = env.get("XLA_FLAGS", "").split()
