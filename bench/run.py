@@ -15,6 +15,7 @@ import jax
 import ml_collections
 
 from bench import (
+    ablation,
     choices,
     corpus_speed,
     families,
@@ -37,7 +38,7 @@ from bytelm.data import corpus
 from bytelm.errors import UsageError
 
 SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus", "mamba2", "profile", "families")
-SECTIONS += ("records", "recipe", "speedrun")
+SECTIONS += ("records", "ablation", "recipe", "speedrun")
 DEFAULT_SECTIONS = ("train", "sample", "pack", "scan", "choices", "decay", "corpus")
 
 
@@ -71,6 +72,7 @@ class Options:
     families_first_seed: int = 0  # seeds families_first_seed, … (+ families_seeds), added to an existing table
     families_configs: tuple[str, ...] = ()  # the families section's configs (() = all of bench/families.py's RUNS)
     record_configs: tuple[str, ...] = ("record_2min",)  # the records section's configs, run as configured
+    ablation_configs: tuple[str, ...] = ("record_2min",)  # the ablation section's configs, each lever removed
     families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
@@ -106,12 +108,15 @@ class Options:
         # Sections that load their configs when they start (perhaps after an hour of others): named now.
         late = {"profile": ("profile_configs", self.profile_configs)}
         late["records"] = ("record_configs", self.record_configs)
+        late["ablation"] = ("ablation_configs", self.ablation_configs)
         unknown = [n for n in self.families_configs if n not in families.RUNS]
         if unknown:
             raise UsageError(
                 f"--families_configs names {', '.join(unknown)}, which the families section does not run: "
                 f"choose from {', '.join(families.RUNS)}"
             )
+        if "ablation" in self.only and self.ablation_seeds < 1:
+            raise UsageError(f"--ablation_seeds must be at least 1 for --only=ablation, got {self.ablation_seeds}")
         if self.families_first_seed < 0:
             raise UsageError(f"--families_first_seed must be at least 0, got {self.families_first_seed}")
         for section, (flag, names) in late.items():
@@ -215,6 +220,7 @@ def main(o: Options, log: Callable[[str], None] = lambda s: print(s, flush=True)
         "profile": lambda: _profile_section(o, log),
         "families": lambda: _families_section(o, log, doc),
         "records": lambda: families.bench_records(o.config_dir, o.record_configs, o.families_seeds, log),
+        "ablation": lambda: _ablation_section(o, log, doc),
         "recipe": lambda: _recipe_section(o, log),
         "speedrun": lambda: speedrun.bench_speedrun(o, log),
     }
@@ -258,6 +264,16 @@ def _families_section(o: Options, log, doc: dict) -> dict:
     earlier = doc.get("families")
     keep = lambda part: atomic_write_json(o.out, {**doc, "families": families.merged(earlier, part)})
     return families.merged(earlier, families.bench_families(o.config_dir, runs, seeds, log, overrides, keep))
+
+
+def _ablation_section(o: Options, log, doc: dict) -> dict:
+    """The records' ablations; the ablations of configs this run does not name are kept from `doc`, and
+    `--out` is written after every run."""
+    earlier = doc.get("ablation")
+    keep = lambda part: atomic_write_json(o.out, {**doc, "ablation": ablation.merged(earlier, part)})
+    return ablation.merged(
+        earlier, ablation.bench_ablation(o.config_dir, o.ablation_configs, o.ablation_seeds, log, keep)
+    )
 
 
 def _pack_section(o: Options, log) -> dict:

@@ -21,6 +21,7 @@ def markdown(doc: dict) -> str:
     renders = {
         "families": _families,
         "records": _records,
+        "ablation": _record_ablations,
         "train": _training,
         "recipe": _recipe,
         "speedrun": _speedrun,
@@ -327,16 +328,19 @@ def _ablation(sec: dict) -> list[str]:
     return lines
 
 
-def _ablation_row(name: str, change: str, rows: list[dict], base_val: float) -> str:
+def _ablation_row(name: str, change: str, rows: list[dict], base_val: float, target: float | None = 1.88) -> str:
+    """One lever's row: its mean loss [spread], Δ from the base, mean wall; then how many seeds reached
+    `target`, or (None) the mean training tokens/s."""
     vals = [r["final_val_loss"] for r in rows]
     mean = sum(vals) / len(vals)
     wall = sum(r["wall_s"] for r in rows) / len(rows)
-    reached = sum(r["final_val_loss"] <= 1.88 for r in rows)
     spread = f" [{min(vals):.4f}–{max(vals):.4f}]" if len(vals) > 1 else ""
-    return (
-        f"| {name} | {change or '—'} | {mean:.4f}{spread} (n={len(vals)}) | {mean - base_val:+.4f} | {wall:.1f} s "
-        f"| {reached} of {len(rows)} |"
-    )
+    if target is None:
+        last = f"{sum(r['tokens_per_s'] for r in rows) / len(rows):,.0f}"
+    else:
+        last = f"{sum(r['final_val_loss'] <= target for r in rows)} of {len(rows)}"
+    loss = f"{mean:.4f}{spread} (n={len(vals)})"
+    return f"| {name} | {change or '—'} | {loss} | {mean - base_val:+.4f} | {wall:.1f} s | {last} |"
 
 
 def speedrun_chart(sec: dict) -> str:
@@ -440,17 +444,53 @@ def _records(d: dict) -> list[str]:
         "split scored once, at the end), whole processes start to exit; a first run fills a fresh compilation "
         "cache (cold), then one run per seed starts from it (warm). Each config's docstring names its target.",
         "",
-        "| config | final val (nats), warm seeds | bits/byte | wall s, warm | wall s, cold | tokens/s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| config | steps | final val (nats), warm seeds | bits/byte | wall s, warm | wall s, cold | tokens/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in d.items():
         warm = r["warm"]
         lines.append(
-            f"| {name} | " + " / ".join(f"{w['final_val_loss']:.4f}" for w in warm) + " | "
+            f"| {name} | {r['cold']['steps']} | " + " / ".join(f"{w['final_val_loss']:.4f}" for w in warm) + " | "
             + " / ".join(f"{w['final_val_loss'] / np.log(2):.3f}" for w in warm) + " | "
             + " / ".join(f"{w['wall_s']:.0f}" for w in warm) + f" | {r['cold']['wall_s']:.0f} | "
             + " / ".join(f"{w['tokens_per_s']:,.0f}" for w in warm) + " |"
         )  # fmt: skip
+    return lines
+
+
+def _record_ablations(d: dict) -> list[str]:
+    """Each record's levers removed one at a time (bench/ablation.py)."""
+    lines = []
+    for name, sec in d.items():
+        by_lever: dict[str, list[dict]] = {lever: [] for lever in sec["levers"]}
+        for row in sec["rows"]:
+            by_lever[row["lever"]].append(row)
+        base = by_lever.pop("none")
+        if not base:
+            continue
+        lines += [
+            f"### Ablation: each lever of {name} removed",
+            "",
+            f"`python -m launch.benchmark --only=ablation --ablation_configs={name}`: {name} as configured "
+            f"({base[0]['steps']} steps), then with one lever removed at a time (longer windows or larger batches "
+            "go back to 12 windows of 64 bytes at the same tokens, so more steps); whole processes, every one "
+            "compiling from cold; final "
+            "whole-split validation loss (mean over seeds, [min–max]), its difference from the record's, and "
+            "the mean wall time and training tokens/s.",
+            "",
+            "| lever | change | val loss | Δ val vs the record | wall | tokens/s |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        base_val = sum(r["final_val_loss"] for r in base) / len(base)
+        lines.append(_ablation_row(name, "", base, base_val, target=None))
+        for lever, rows in by_lever.items():
+            change = ", ".join(f"{k}={v}" for k, v in sec["levers"][lever].items())
+            lines.append(
+                _ablation_row(lever, change, rows, base_val, target=None)
+                if rows
+                else f"| {lever} | {change} | not run yet | | | |"
+            )
+        lines.append("")
     return lines
 
 

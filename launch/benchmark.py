@@ -16,8 +16,9 @@ to its budget with `--families_seeds` seeds and draws the loss-against-time plot
 `--families_configs` and `--families_first_seed` add runs to the table already in `--out`);
 `--only=profile` (a minute) says where each `--profile_configs` train step's time goes, op by op;
 `--only=records` runs each `--record_configs` config as configured, from a warm compilation cache, with
-`--families_seeds` seeds (the two-minute record: about 7 minutes). `--only=` (no section) regenerates the
-markdown and its plots from `--out` as it stands.
+`--families_seeds` seeds (the two-minute record: about 7 minutes); `--only=ablation` removes each lever of
+each `--ablation_configs` config in turn, `--ablation_seeds` seeds (bench/ablation.py; record_2min: about
+35 minutes). `--only=` (no section) regenerates the markdown and its plots from `--out` as it stands.
 """
 
 from absl import flags
@@ -79,6 +80,9 @@ _FAMILIES_CONFIGS = flags.DEFINE_list(
 _RECORD_CONFIGS = flags.DEFINE_list(
     "record_configs", list(run.Options.record_configs), "records section: record configs run as configured"
 )
+_ABLATION_CONFIGS = flags.DEFINE_list(
+    "ablation_configs", list(run.Options.ablation_configs), "ablation section: configs whose levers are removed"
+)
 _FAMILIES_CORPUS = flags.DEFINE_string(
     "families_corpus", "", "families section on another corpus (a file, folder or glob; 10% test split)"
 )
@@ -122,6 +126,7 @@ def main() -> None:
         families_configs=tuple(_FAMILIES_CONFIGS.value),
         families_corpus=_FAMILIES_CORPUS.value,
         record_configs=tuple(_RECORD_CONFIGS.value),
+        ablation_configs=tuple(_ABLATION_CONFIGS.value),
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
         nanogpt_dir=_NANOGPT_DIR.value,

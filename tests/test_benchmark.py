@@ -41,7 +41,7 @@ def test_train_and_pack_sections_write_json_and_the_table(workspace):
     assert doc["pack"]["params"] > 1e6 and doc["pack"]["load_mb_per_s"]["median"] > 0
     table = (workspace / "B.md").read_text()
     assert "## Training" in table and "## Parameter pack" in table and "of ceiling" in table
-    missing = "families, records, recipe, speedrun, sample, scan, mamba2, profile, choices, decay, corpus"
+    missing = "families, records, ablation, recipe, speedrun, sample, scan, mamba2, profile, choices, decay, corpus"
     only = missing.replace(", ", ",")
     assert f"holds no figures for them: {missing} (`python -m launch.benchmark --only={only}`" in table
     assert "ceiling float32 matmul" in proc.stdout and "wrote b.json and B.md" in proc.stdout
@@ -387,7 +387,7 @@ def test_the_records_table_gives_each_warm_seed_and_the_cold_start():
                                     "tokens_per_s": 12000.0, "steps": 480}  # fmt: skip
     d = {"record_2min": {"cold": run(0, 1.5, 130.0), "warm": [run(0, 1.5, 118.4), run(1, 1.52, 121.0)]}}
     page = "\n".join(tables._records(d))
-    assert "| record_2min | 1.5000 / 1.5200 | 2.164 / 2.193 | 118 / 121 | 130 | 12,000 / 12,000 |" in page
+    assert "| record_2min | 480 | 1.5000 / 1.5200 | 2.164 / 2.193 | 118 / 121 | 130 | 12,000 / 12,000 |" in page
 
 
 def test_an_events_own_time_leaves_out_the_events_inside_it(tmp_path):
@@ -420,6 +420,8 @@ def test_an_events_own_time_leaves_out_the_events_inside_it(tmp_path):
         ({"families_first_seed": -1}, "--families_first_seed must be at least 0"),
         ({"only": ("records",), "record_configs": ("record_3min",)}, "--record_configs names record_3min, which"),
         ({"only": ("profile",), "profile_configs": ("gpt3",)}, "--profile_configs names gpt3, which"),
+        ({"only": ("ablation",), "ablation_configs": ("record_3min",)}, "--ablation_configs names record_3min, which"),
+        ({"only": ("ablation",), "ablation_seeds": 0}, "--ablation_seeds must be at least 1 for --only=ablation"),
     ],
     ids=[
         "decay-steps",
@@ -431,6 +433,8 @@ def test_an_events_own_time_leaves_out_the_events_inside_it(tmp_path):
         "first-seed",
         "record-name",
         "profile-name",
+        "ablation-name",
+        "ablation-seeds",
     ],
 )
 def test_bad_benchmark_options_are_refused_before_anything_runs(change, message):
@@ -457,3 +461,47 @@ def test_the_records_section_fills_a_cache_cold_then_runs_each_seed_warm_from_it
     assert [(c[0], c[1]) for c in calls] == [("record_2min.py", 0), ("record_2min.py", 0), ("record_2min.py", 1)]
     assert calls[0][2] and len({c[2] for c in calls}) == 1  # one fresh cache, filled by the cold run
     assert out["record_2min"]["cold"]["wall_s"] == 101 and [w["seed"] for w in out["record_2min"]["warm"]] == [0, 1]
+
+
+def test_a_records_levers_are_those_it_pulls_and_its_larger_steps_go_back_at_the_same_tokens():
+    from bench import ablation, speedrun
+
+    record = load_config("record_2min")
+    levers = ablation.levers(record)
+    pulled = [n for n in speedrun.LEVERS if n.startswith("without") and n != "without relu2"]  # it runs GELU
+    assert list(levers) == [*pulled, "without batches of 48"]
+    batch = levers["without batches of 48"]
+    assert batch["train.batch_size"] == 12 and batch["train.steps"] == 4 * record.train.steps
+    assert batch["train.eval_every"] == batch["train.steps"]  # the final evaluation only, as the record
+    longer = load_config("record_10min")
+    windows = ablation.levers(longer)["without 256-byte windows"]
+    assert windows["model.seq_len"] == 64 and windows["train.steps"] == 4 * longer.train.steps
+    assert not any("windows" in n or "batches" in n for n in ablation.levers(load_config("gpt2_speedrun")))
+    assert ablation.levers(load_config("gpt2_tiny")) == {}  # it pulls none of them: nothing to remove
+
+
+def test_the_ablation_runs_each_lever_per_seed_from_cold_and_keeps_every_run(monkeypatch):
+    from bench import ablation, tables
+
+    calls, kept = [], []
+
+    def run_ours(path, seed, overrides=None, cache_dir=""):
+        calls.append((Path(path).name, seed, dict(overrides or {}), cache_dir))
+        loss = 1.60 + 0.1 * ("train.optimizer" in (overrides or {})) + 0.01 * seed
+        curve = [{"t_s": 150.0, "step": 340, "val_loss": loss}]
+        return {"seed": seed, "final_val_loss": loss, "wall_s": 150.0, "first_step_s": 5.0, "tokens_per_s": 7000.0,
+                "steps": 340, "overrides": overrides or {}, "curve": curve}  # fmt: skip
+
+    monkeypatch.setattr(ablation, "run_ours", run_ours)
+    out = ablation.bench_ablation(CONFIGS, ["record_2min"], 2, lambda s: None, kept.append)
+    n = 1 + len(ablation.levers(load_config("record_2min")))
+    assert len(calls) == 2 * n and len(kept) == 2 * n and [c[1] for c in calls] == [0] * n + [1] * n  # seed by seed
+    assert all(c[3] == "" for c in calls) and calls[0][2] == {} and calls[1][2] == {"train.optimizer": "adamw"}
+    rows = out["record_2min"]["rows"]
+    assert [r["lever"] for r in rows[:2]] == ["none", "without muon"] and all("curve" not in r for r in rows)
+    page = "\n".join(tables._record_ablations(out))
+    assert "| record_2min | — | 1.6050 [1.6000–1.6100] (n=2) | +0.0000 | 150.0 s | 7,000 |" in page
+    assert "record_2min as configured (340 steps)" in page
+    assert "| without muon | train.optimizer=adamw | 1.7050 [1.7000–1.7100] (n=2) | +0.1000 | 150.0 s | 7,000 |" in page
+    earlier = {"record_10min": {"levers": {"none": {}}, "rows": []}, "record_2min": {"levers": {}, "rows": []}}
+    assert ablation.merged(earlier, out) == {"record_10min": earlier["record_10min"], "record_2min": out["record_2min"]}

@@ -44,11 +44,17 @@ def test_the_package_shows_the_pipeline_in_its_folders():
 DERIVED = {
     "record_2min": (
         "gpt2_speedrun",
-        {"model.seq_len": 256, "train.steps": 340, "train.eval_every": 340, "data.eval_windows": 64},
+        {
+            "model.activation": "gelu",
+            "train.batch_size": 48,
+            "train.steps": 260,
+            "train.eval_every": 260,
+            "data.eval_windows": 64,
+        },
     ),
     "record_10min": (
         "gpt2_speedrun",
-        {"model.seq_len": 256, "train.steps": 1850, "train.eval_every": 1850, "data.eval_windows": 64},
+        {"model.seq_len": 256, "train.steps": 1300, "train.eval_every": 1300, "data.eval_windows": 64},
     ),
     "hierarchical_space": ("hierarchical_learned", {"model.boundaries": "space", "model.slots": 96}),
     "hierarchical_fixed": ("hierarchical_learned", {"model.boundaries": "fixed", "model.slots": 64}),

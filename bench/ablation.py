@@ -1,0 +1,82 @@
+"""The records' ablations: each lever a record config pulls removed, one at a time, at the record's own
+steps, two seeds, whole processes.
+
+A lever is one of the speedrun's (`bench.speedrun.LEVERS`, those named "without …") whose removal
+changes the config, and the record's longer windows or larger batches: removed, they go back to
+gpt2_speedrun's 12 windows of 64 bytes at the same tokens (so four times the steps for 256-byte
+windows) — a record is a budget, and fewer tokens would charge the smaller steps for a budget they did
+not spend. Every run compiles from cold
+(no persistent cache), so the rows compare alike; the rows of a seed run one after another, seed by
+seed, so that the machine's drift falls on every lever alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ml_collections
+
+from bench.speedrun import LEVERS, run_ours
+from bytelm.config_base import load_config_file
+
+SHORT_WINDOW = 64  # gpt2_speedrun's (and nanoGPT's CPU recipe's) window, in bytes
+SMALL_BATCH = 12  # and its batch, in windows
+
+
+def levers(config: ml_collections.ConfigDict) -> dict[str, dict]:
+    """The levers `config` pulls, each with the overrides that remove it (name → {field: value})."""
+    out = {}
+    for name, change in LEVERS.items():
+        if name.startswith("without") and any(_field(config, k) != v for k, v in change.items()):
+            out[name] = change
+    seq_len, batch = config.model.seq_len, config.train.batch_size
+    if seq_len > SHORT_WINDOW:
+        out[f"without {seq_len}-byte windows"] = _same_tokens(config, seq_len / SHORT_WINDOW, seq_len=SHORT_WINDOW)
+    if batch > SMALL_BATCH:
+        out[f"without batches of {batch}"] = _same_tokens(config, batch / SMALL_BATCH, batch_size=SMALL_BATCH)
+    return out
+
+
+def _same_tokens(config: ml_collections.ConfigDict, factor: float, **smaller) -> dict:
+    """Overrides for smaller steps (`smaller`: the model's `seq_len` or the train's `batch_size`), `factor`
+    times as many of them: the same tokens, the final evaluation only, as the record."""
+    steps = math.ceil(config.train.steps * factor)
+    out = {f"{'model' if k == 'seq_len' else 'train'}.{k}": v for k, v in smaller.items()}
+    return out | {"train.steps": steps, "train.eval_every": steps,
+                  "train.warmup_steps": math.ceil(config.train.warmup_steps * factor)}  # fmt: skip
+
+
+def _field(config: ml_collections.ConfigDict, dotted: str):
+    section, name = dotted.split(".")
+    return config[section][name]
+
+
+def bench_ablation(
+    config_dir: str,
+    names: Sequence[str],
+    seeds: int,
+    log: Callable[[str], None],
+    keep: Callable[[dict], None] = lambda part: None,
+) -> dict:
+    """For each config of `names`: the config itself (lever "none") and each of its levers removed, for
+    `seeds` seeds. Returns {name: {"levers": {lever: overrides}, "rows": [run, …]}}; `keep` receives the
+    section so far after every run, so that an interrupted hour keeps what it measured."""
+    out = {}
+    for name in names:
+        path = str(Path(config_dir) / f"{name}.py")
+        changes = {"none": {}, **levers(load_config_file(path))}
+        out[name] = {"levers": changes, "rows": []}
+        for seed in range(seeds):
+            for lever, change in changes.items():
+                r = run_ours(path, seed, change)
+                out[name]["rows"].append({"lever": lever, **{k: v for k, v in r.items() if k != "curve"}})
+                log(f"ablation {name} {lever:<28} seed {seed}: val {r['final_val_loss']:.4f}, wall {r['wall_s']:.0f} s")
+                keep(out)
+    return out
+
+
+def merged(earlier: dict | None, new: dict) -> dict:
+    """`new`'s configs replace theirs in `earlier`; the other configs' ablations are kept."""
+    return {**(earlier or {}), **new}
