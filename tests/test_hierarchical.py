@@ -15,7 +15,7 @@ import pytest
 from bytelm import models
 from bytelm.artifacts import param_pack, run_dir
 from bytelm.data import batches
-from bytelm.errors import UsageError
+from bytelm.errors import ConfigError, UsageError
 from bytelm.models import decoding
 from bytelm.models.hierarchical import boundaries, chunking
 from bytelm.reporting import probe, report
@@ -217,6 +217,37 @@ def test_cached_decoding_with_learned_main_positions_and_more_chunks_than_slots(
     model, variables = _model("learned", main_positions="learned", slots=3)
     assert (_boundaries(model, variables, _text(L)).sum(axis=1) > 3).all()  # every window overflows
     _decode_against_the_reference("learned", 5, main_positions="learned", slots=3)
+
+
+def test_a_wider_main_network_pads_its_chunks_and_decodes_as_its_forward():
+    """main_width = 2D: the main blocks run at 2D on each chunk's D channels and the learned pad (H-Net's
+    pad_dimension), the way out keeps D; the pad reaches the logits; cached decoding across chunk
+    boundaries equals the full forward, the main network's caches at 2D."""
+    model, variables = _model("space", main_width=64)
+    params = variables["params"]
+    assert params["main_pad"].shape == (32,) and params["main_0"]["mlp"]["fc"]["kernel"].shape == (64, 256)
+    padded = param_pack.unflatten(param_pack.flatten(variables) | {"params/main_pad": jnp.ones(32)})
+    logits = lambda v: _logits_and_boundaries(model, v, _text(L))[0]
+    assert rel_err(logits(padded), logits(variables)) > 1e-3
+    cache = _decode_against_the_reference("space", 5, main_width=64)
+    assert cache.main[0].k.shape == (2, model.config.num_slots, 2, 32) and int(np.asarray(cache.chunks).min()) >= 3
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"slots": L + 1}, f"model.slots={L + 1} exceeds model.seq_len={L}"),
+        ({"main_heads": 3}, "model.main_heads=3 must divide model.d_model=32"),
+        ({"main_width": 16}, "model.main_width=16 is below model.d_model=32"),
+        ({"main_width": 48, "main_heads": 16}, "model.main_heads=16 must divide model.main_width=48 into heads of"),
+        ({"byte_layers": "gpt2", "byte_heads": 5}, "model.byte_heads=5 must divide model.d_model=32"),
+        ({"headdim": 24}, "model.headdim=24 must divide 2 × d_model = 64"),
+        ({"boundaries": "learned", "chunk_ratio": 1}, "model.chunk_ratio must be at least 2 for learned"),
+    ],
+)
+def test_bad_sizes_are_one_line_config_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        models.build(BASE | changes)
 
 
 @functools.cache

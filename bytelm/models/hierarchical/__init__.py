@@ -33,7 +33,7 @@ class HierarchicalConfig:
     """Sizes of a hierarchical byte model. Frozen and hashable, so it can be a static argument of `jax.jit`."""
 
     seq_len: int = required()  # the training window, and the context the model sees when it samples
-    d_model: int = required()  # D, at both resolutions
+    d_model: int = required()  # D, the byte layers' width (and the main network's, unless main_width)
     boundaries: str = option("learned", choices=BOUNDARY_RULES)
     chunk_ratio: int = option(4, minimum=1)  # bytes per chunk: 'fixed's stride, 'learned's target (the ratio loss's N)
     slots: int = option(0, minimum=0)  # chunks a window holds (0: 2·ceil(seq_len / chunk_ratio), at most seq_len)
@@ -43,7 +43,8 @@ class HierarchicalConfig:
     byte_layers: str = option("mamba2", choices=BYTE_LAYERS)
     main_layers: int = option(4, minimum=1)
     main_heads: int = option(4, minimum=1)
-    main_ffn: int = option(0, minimum=0)  # 0: 4 × d_model
+    main_width: int = option(0, minimum=0)  # the main network's width (0: d_model); wider is padded, as H-Net
+    main_ffn: int = option(0, minimum=0)  # 0: 4 × the main network's width
     main_positions: str = option("rope", choices=("learned", "rope"))  # over the chunk slots
     main_norm: str = option("rmsnorm", choices=("layernorm", "rmsnorm"))
     main_qk_norm: bool = option(False)
@@ -54,6 +55,11 @@ class HierarchicalConfig:
     vocab_size: int = internal(VOCAB_SIZE)
 
     @property
+    def d_main(self) -> int:
+        """The main network's width: `main_width`, or D."""
+        return self.main_width or self.d_model
+
+    @property
     def num_slots(self) -> int:
         return self.slots or min(self.seq_len, 2 * math.ceil(self.seq_len / self.chunk_ratio))
 
@@ -62,13 +68,19 @@ class HierarchicalConfig:
             raise ConfigError(
                 f"model.slots={self.slots} exceeds model.seq_len={self.seq_len}: a chunk starts at a byte"
             )
-        heads = {"main_heads": (self.main_heads, self.main_positions == "rope")}
+        if self.main_width and self.main_width < self.d_model:
+            raise ConfigError(
+                f"model.main_width={self.main_width} is below model.d_model={self.d_model}: the main network "
+                "is as wide as the byte layers or wider (0 for the same width)"
+            )
+        main_field = "main_width" if self.main_width else "d_model"
+        heads = {"main_heads": (self.main_heads, self.main_positions == "rope", main_field, self.d_main)}
         if self.byte_layers == "gpt2":  # rotary positions: an even head size
-            heads["byte_heads"] = (self.byte_heads, True)
-        for field, (n, rotary) in heads.items():
-            if self.d_model % n or (rotary and (self.d_model // n) % 2):
+            heads["byte_heads"] = (self.byte_heads, True, "d_model", self.d_model)
+        for field, (n, rotary, width_field, width) in heads.items():
+            if width % n or (rotary and (width // n) % 2):
                 raise ConfigError(
-                    f"model.{field}={n} must divide model.d_model={self.d_model}"
+                    f"model.{field}={n} must divide model.{width_field}={width}"
                     + (" into heads of an even size (rotary positions)" if rotary else "")
                 )
         if self.byte_layers == "mamba2" and (2 * self.d_model) % self.headdim:
@@ -99,11 +111,12 @@ class HierarchicalFamily(Family):
 
     def flops_per_token(self, config: HierarchicalConfig) -> float:
         """6 × the byte layers' and head's matmul parameters per byte (GPT byte layers' attention counted
-        as GPT-2's, 12·layers·D·seq_len), + the main network's per chunk (its attention 12·layers·D·slots),
+        as GPT-2's, 12·layers·D·seq_len), + the main network's per chunk (at its width M; its attention
+        12·layers·M·slots),
         at one chunk per `chunk_ratio` bytes (the ratio the rules aim at)."""
-        c, D = config, config.d_model
-        ffn = c.main_ffn or 4 * D
-        main = c.main_layers * (4 * D * D + 2 * D * ffn) + 2 * c.main_layers * D * c.num_slots
+        c, D, M = config, config.d_model, config.d_main
+        ffn = c.main_ffn or 4 * M
+        main = c.main_layers * (4 * M * M + 2 * M * ffn) + 2 * c.main_layers * M * c.num_slots
         if c.byte_layers == "mamba2":
             E = 2 * D
             byte = D * (2 * E + 2 * c.d_state + E // c.headdim) + E * D

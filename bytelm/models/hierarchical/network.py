@@ -5,8 +5,11 @@
                                 (`models/gpt2`), at byte resolution
     router                      the learned rule's W_q, W_k (`boundaries.py`; none for fixed and space)
     residual_proj               [D, D], zero-initialised: the encoder's output carried past the chunks
+    main_pad                    [M − D], zero-initialised, where the main network is wider (M = main_width):
+                                appended to each chunk's D channels on the way in; the way out keeps the
+                                first D (H-Net's pad_dimension and truncation)
     main_i                      GPT blocks (`models/gpt2/transformer.py`, with their options) over the
-                                chunk slots, causal over chunks, positions = the slot index
+                                chunk slots, causal over chunks, positions = the slot index, width M
     decoder_i, norm_f           byte layers again, then the final RMSNorm
 
 A byte t takes the smoothed output of the chunk that started at or before it, times the straight-through
@@ -14,8 +17,8 @@ confidence (1 in the forward pass, the gradient of max(p_t, 1 − p_t) in the ba
 plus residual_proj of its encoder output. Causal: a chunk's main-network input is the encoder output at
 its first byte, so the chunk a byte reads saw nothing after that byte.
 
-Departures from goombalab/hnet: one width D at both resolutions (H-Net widens the main network and pads
-the difference); no final norm of the main network's own (the decoder's pre-norms and the final norm
+Departures from goombalab/hnet: the main network's width is D unless `main_width` widens it (H-Net's
+configs always widen it); no final norm of the main network's own (the decoder's pre-norms and the final norm
 normalise what it adds, and without one a stride of 1 with no byte layers is GPT-2 exactly, which the
 tests check); a fixed number of slots per window (static shapes, the overflow counted: chunking.py);
 residual_proj's bias starts at zero (PyTorch's default draws it); the EMA as an associative scan, with
@@ -79,9 +82,9 @@ def byte_layer_configs(c: HierarchicalConfig) -> tuple[Mamba2Config, GPT2Config]
 
 
 def main_config(c: HierarchicalConfig) -> GPT2Config:
-    """The main network's GPT-2 config, over the chunk slots."""
+    """The main network's GPT-2 config, over the chunk slots, at its width M."""
     return GPT2Config(
-        c.num_slots, c.main_layers, c.main_heads, c.d_model // c.main_heads, c.main_ffn or 4 * c.d_model,
+        c.num_slots, c.main_layers, c.main_heads, c.d_main // c.main_heads, c.main_ffn or 4 * c.d_main,
         positions=c.main_positions, norm=c.main_norm, qk_norm=c.main_qk_norm,
     )  # fmt: skip
 
@@ -104,10 +107,12 @@ class Hierarchical(nn.Module):
         if c.boundaries == "learned":
             self.router = boundaries.Router()
         self.residual_proj = nn.Dense(c.d_model, kernel_init=nn.initializers.zeros)
+        if c.d_main > c.d_model:
+            self.main_pad = self.param("main_pad", nn.initializers.zeros, (c.d_main - c.d_model,))
         main = main_config(c)
         self.main = [gpt2.Block(main) for _ in range(c.main_layers)]
         if c.main_positions == "learned":
-            self.main_wpe = self.param("main_wpe", nn.initializers.normal(gpt2.INIT_STD), (c.num_slots, c.d_model))
+            self.main_wpe = self.param("main_wpe", nn.initializers.normal(gpt2.INIT_STD), (c.num_slots, c.d_main))
         self.decoder = [byte_block() for _ in range(c.decoder_layers)]
         self.norm_f = RMSNorm(NORM_EPS)
 
@@ -134,19 +139,24 @@ class Hierarchical(nn.Module):
 
     def _main(self, z_BxSxD, caches=None, pos=None):
         """The main network over the slots (`caches`: a prefill from empty caches, or with `pos` `[B]` one
-        slot per row)."""
-        if self.config.main_positions == "learned":
-            z_BxSxD = z_BxSxD + (self.main_wpe[None] if pos is None else self.main_wpe[pos][:, None])
+        slot per row): `[B, S, D]` in and out, `[B, S, M]` inside."""
+        c = self.config
+        z_BxSxM = z_BxSxD
+        if c.d_main > c.d_model:
+            pad = jnp.broadcast_to(self.main_pad, (*z_BxSxD.shape[:-1], c.d_main - c.d_model))
+            z_BxSxM = jnp.concatenate([z_BxSxD, pad], axis=-1)
+        if c.main_positions == "learned":
+            z_BxSxM = z_BxSxM + (self.main_wpe[None] if pos is None else self.main_wpe[pos][:, None])
         new = []
         for i, block in enumerate(self.main):
-            z_BxSxD, cache = block(z_BxSxD, None if caches is None else caches[i], 0 if pos is None else pos)
+            z_BxSxM, cache = block(z_BxSxM, None if caches is None else caches[i], 0 if pos is None else pos)
             new.append(cache)
-        return z_BxSxD, tuple(new)
+        return z_BxSxM[..., : c.d_model], tuple(new)
 
     def _empty_kv(self, batch: int, length: int, byte: bool):
         c = self.config
-        heads = c.byte_heads if byte else c.main_heads
-        shape = (batch, length, heads, c.d_model // heads)
+        heads, width = (c.byte_heads, c.d_model) if byte else (c.main_heads, c.d_main)
+        shape = (batch, length, heads, width // heads)
         return gpt2.KVCache(jnp.zeros(shape), jnp.zeros(shape))
 
     def _boundaries(self, x_BxLxV, h_BxLxD):
