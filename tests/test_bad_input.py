@@ -91,11 +91,11 @@ def test_unknown_config_file_is_a_usage_error(workspace):
     # An entry point's default config file, missing where it runs, is named the same way.
     proc = run_module(["launch.benchmark", "--only=pack"], workspace, check=False)
     assert_one_line_error(proc, 2, "config file configs/gpt2_tiny.py does not exist")
-    # A config that loads another (a record loads gpt2_speedrun's), copied without it.
+    # A config that loads another (record_2min loads record_10min's), copied without it.
     (workspace / "alone").mkdir(exist_ok=True)
     shutil.copy(f"{CONFIGS}/record_2min.py", workspace / "alone")
     proc = run_module(["launch.train", "--config=alone/record_2min.py"], workspace, check=False)
-    assert_one_line_error(proc, 2, "cannot load config file alone/record_2min.py", "gpt2_speedrun.py does not exist")
+    assert_one_line_error(proc, 2, "cannot load config file alone/record_2min.py", "record_10min.py does not exist")
 
 
 # --- The workdir --------------------------------------------------------------------------------

@@ -466,14 +466,16 @@ def test_the_records_section_fills_a_cache_cold_then_runs_each_seed_warm_from_it
 def test_a_records_levers_are_those_it_pulls_and_its_larger_steps_go_back_at_the_same_tokens():
     from bench import ablation, speedrun
 
-    record = load_config("record_2min")
+    record = load_config("gpt2_speedrun")  # a GPT record's form: GELU, batches of 48, one evaluation
+    record.model.activation, record.train.batch_size, record.train.eval_every = "gelu", 48, record.train.steps
     levers = ablation.levers(record)
     pulled = [n for n in speedrun.LEVERS if n.startswith("without") and n != "without relu2"]  # it runs GELU
     assert list(levers) == [*pulled, "without batches of 48"]
     batch = levers["without batches of 48"]
     assert batch["train.batch_size"] == 12 and batch["train.steps"] == 4 * record.train.steps
     assert batch["train.eval_every"] == batch["train.steps"]  # the final evaluation only, as the record
-    longer = load_config("record_10min")
+    longer = load_config("record_10min")  # a Mamba-2: of the speedrun's levers only the optimizer's apply
+    assert list(ablation.levers(longer)) == ["without muon", "without wsd", "without 256-byte windows"]
     windows = ablation.levers(longer)["without 256-byte windows"]
     assert windows["model.seq_len"] == 64 and windows["train.steps"] == 4 * longer.train.steps
     assert not any("windows" in n or "batches" in n for n in ablation.levers(load_config("gpt2_speedrun")))
@@ -505,3 +507,10 @@ def test_the_ablation_runs_each_lever_per_seed_from_cold_and_keeps_every_run(mon
     assert "| without muon | train.optimizer=adamw | 1.7050 [1.7000–1.7100] (n=2) | +0.1000 | 150.0 s | 7,000 |" in page
     earlier = {"record_10min": {"levers": {"none": {}}, "rows": []}, "record_2min": {"levers": {}, "rows": []}}
     assert ablation.merged(earlier, out) == {"record_10min": earlier["record_10min"], "record_2min": out["record_2min"]}
+    # An interrupted ablation (what `keep` wrote after its first runs): the levers not yet run are said to
+    # be so, and a config whose own row is missing has no table (no Δ without a base).
+    partial = earlier | {"record_2min": {"levers": out["record_2min"]["levers"], "rows": rows[:2]}}
+    page = "\n".join(tables._record_ablations(partial))
+    assert "| without muon | train.optimizer=adamw | 1.7000 (n=1) | +0.1000 | 150.0 s | 7,000 |" in page
+    assert "| without wsd | train.schedule=cosine | not run yet | | | |" in page
+    assert "of record_10min" not in page and page.count("### Ablation") == 1

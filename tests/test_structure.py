@@ -42,19 +42,23 @@ def test_the_package_shows_the_pipeline_in_its_folders():
 
 # What the configs that load another one change, and must keep changing (the rest is their base's).
 DERIVED = {
-    "record_2min": (
-        "gpt2_speedrun",
-        {
-            "model.activation": "gelu",
-            "train.batch_size": 48,
-            "train.steps": 260,
-            "train.eval_every": 260,
-            "data.eval_windows": 64,
-        },
-    ),
+    "record_2min": ("record_10min", {"train.steps": 320, "train.eval_every": 320}),
     "record_10min": (
-        "gpt2_speedrun",
-        {"model.seq_len": 256, "train.steps": 1300, "train.eval_every": 1300, "data.eval_windows": 64},
+        "mamba2_tiny",
+        {
+            "data.eval_windows": 64,
+            "data.final_eval_windows": 0,
+            "train.optimizer": "muon",
+            "train.muon_lr": 0.03,
+            "train.lr": 3e-3,
+            "train.min_lr": 3e-5,
+            "train.schedule": "wsd",
+            "train.decay_fraction": 0.4,
+            "train.warmup_steps": 20,
+            "train.steps": 1700,
+            "train.eval_every": 1700,
+            "train.checkpoint_every": 0,
+        },
     ),
     "hierarchical_space": ("hierarchical_learned", {"model.boundaries": "space", "model.slots": 96}),
     "hierarchical_fixed": ("hierarchical_learned", {"model.boundaries": "fixed", "model.slots": 64}),
