@@ -27,14 +27,12 @@ from bytelm import config_base
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = config_base.load_config_file(Path(__file__).with_name("mamba2_tiny.py"))  # the model
+    here = Path(__file__)
+    config = config_base.load_config_file(here.with_name("mamba2_tiny.py"))  # the model
     config.name = "record_10min"
     config.data.eval_windows = 64
     config.data.final_eval_windows = 0  # the whole validation split, once, at the end
-    t = config.train  # gpt2_speedrun's optimizer and schedule
-    t.optimizer, t.muon_lr, t.lr, t.min_lr = "muon", 0.03, 3e-3, 3e-5
-    t.schedule, t.decay_fraction, t.warmup_steps = "wsd", 0.4, 20
-    t.steps = 1700
-    t.eval_every = 1700  # the final evaluation only
-    t.checkpoint_every = 0  # one checkpoint, at the end
+    config.train = config_base.load_config_file(here.with_name("gpt2_speedrun.py")).train  # optimizer, schedule
+    config.train.steps = 1700
+    config.train.eval_every = 1700  # the final evaluation only
     return config
