@@ -13,7 +13,8 @@ measurement (whole processes, cold, 2026-12-07): with seed 0, interleaved, 1.639
 in 100 s for this record's earlier form (gpt2_speedrun's levers with GELU on batches of 48 windows of 64
 bytes, 260 steps, itself chosen by an ablation of the form before it; its table is in BENCHMARKS.md's
 archive of 2026-12-07); then this record's ablation with warmup-stable-decay found cosine 0.009 lower in
-both seeds (1.6207 against 1.6299 on average), so at 320 steps the schedule decays from the start.
+both seeds (1.6207 against 1.6299 on average; BENCHMARKS.md as of commit 6c5ae5b), so at 320 steps the
+schedule decays from the start.
 No training on validation bytes; the run evaluates 64 windows at step 0 and the whole split at the end
 (the families benchmark evaluates along the way).
 """
