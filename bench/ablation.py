@@ -5,9 +5,12 @@ A lever is one of the speedrun's (`bench.speedrun.LEVERS`, those named "without 
 changes the config, and the record's longer windows or larger batches: removed, they go back to
 gpt2_speedrun's 12 windows of 64 bytes at the same tokens (so four times the steps for 256-byte
 windows) — a record is a budget, and fewer tokens would charge the smaller steps for a budget they did
-not spend. Every run compiles from cold
+not spend. Dropout is a lever either way: "without dropout" where the record drops, "with dropout"
+(every rate the family has at `DROPOUT`) where it does not, so the table says what regularisation is
+worth at the record's budget. Every run compiles from cold
 (no persistent cache), so the rows compare alike; the rows of a seed run one after another, seed by
-seed, so that the machine's drift falls on every lever alike.
+seed, so that the machine's drift falls on every lever alike. `only` runs some levers and `merged` adds
+their rows to an earlier ablation of the same config (a lever's run of the same seed replaced).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from pathlib import Path
 import ml_collections
 
 from bench.speedrun import LEVERS, run_ours
+from bytelm import models
 from bytelm.config_base import load_config_file
 
 SHORT_WINDOW = 64  # gpt2_speedrun's (and nanoGPT's CPU recipe's) window, in bytes
 SMALL_BATCH = 12  # and its batch, in windows
+DROPOUT = 0.1  # the rate "with dropout" sets (nanoGPT's Shakespeare recipes use 0.2 for a model 20× larger)
 
 
 def levers(config: ml_collections.ConfigDict) -> dict[str, dict]:
@@ -38,7 +43,21 @@ def levers(config: ml_collections.ConfigDict) -> dict[str, dict]:
         out[f"without {seq_len}-byte windows"] = _same_tokens(config, seq_len / SHORT_WINDOW, seq_len=SHORT_WINDOW)
     if batch > SMALL_BATCH:
         out[f"without batches of {batch}"] = _same_tokens(config, batch / SMALL_BATCH, batch_size=SMALL_BATCH)
-    return out
+    return out | _dropout(config)
+
+
+def _dropout(config: ml_collections.ConfigDict) -> dict[str, dict]:
+    """ "without dropout" (every rate 0) where the config drops, "with dropout" (every rate at `DROPOUT`)
+    where its family has rates and it drops nothing; attention dropout only with the einsum attention."""
+    fields = [f for f in models.family_of(config.model).dropout_fields if f != "attn_dropout" or not _fast(config)]
+    rates = {f"model.{f}": config.model[f] for f in fields}
+    if any(rates.values()):
+        return {"without dropout": {k: 0.0 for k in rates}}
+    return {f"with dropout {DROPOUT}": {k: DROPOUT for k in rates}} if rates else {}
+
+
+def _fast(config: ml_collections.ConfigDict) -> bool:
+    return bool(config.get("runtime", {}).get("fast_kernels", False))
 
 
 def _same_tokens(config: ml_collections.ConfigDict, factor: float, **smaller) -> dict:
@@ -61,17 +80,22 @@ def bench_ablation(
     seeds: int,
     log: Callable[[str], None],
     keep: Callable[[dict], None] = lambda part: None,
+    only: Sequence[str] = (),
 ) -> dict:
     """For each config of `names`: the config itself (lever "none") and each of its levers removed, for
-    `seeds` seeds. Returns {name: {"levers": {lever: overrides}, "rows": [run, …]}}; `keep` receives the
-    section so far after every run, so that an interrupted hour keeps what it measured."""
+    `seeds` seeds (`only`: those levers alone). Returns {name: {"levers": {lever: overrides}, "rows": [run,
+    …]}}, every lever listed, run or not; `keep` receives the section so far after every run, so that an
+    interrupted hour keeps what it measured."""
     out = {}
     for name in names:
         path = str(Path(config_dir) / f"{name}.py")
-        changes = {"none": {}, **levers(load_config_file(path))}
-        out[name] = {"levers": changes, "rows": []}
+        config = load_config_file(path)
+        changes = {"none": {}, **levers(config)}
+        out[name] = {"config": config.to_dict(), "levers": changes, "rows": []}
         for seed in range(seeds):
             for lever, change in changes.items():
+                if only and lever not in only:
+                    continue
                 r = run_ours(path, seed, change)
                 out[name]["rows"].append({"lever": lever, **{k: v for k, v in r.items() if k != "curve"}})
                 log(f"ablation {name} {lever:<28} seed {seed}: val {r['final_val_loss']:.4f}, wall {r['wall_s']:.0f} s")
@@ -79,6 +103,22 @@ def bench_ablation(
     return out
 
 
-def merged(earlier: dict | None, new: dict) -> dict:
-    """`new`'s configs replace theirs in `earlier`; the other configs' ablations are kept."""
-    return {**(earlier or {}), **new}
+def merged(earlier: dict | None, new: dict, some_levers: bool = False) -> dict:
+    """`new`'s configs replace theirs in `earlier`, the other configs' ablations kept; with `some_levers`
+    (a run of some levers only) `new`'s rows join the config's earlier rows instead, replacing those of
+    the same lever and seed. An earlier row is kept only while it still measures what `new` would: the
+    same config (where the earlier section recorded it) and its lever's same overrides."""
+    out = dict(earlier or {})
+    for name, sec in new.items():
+        if some_levers and name in out:
+            old = out[name]
+            same_config = old.get("config", sec["config"]) == sec["config"]
+            ran = {(r["lever"], r["seed"]) for r in sec["rows"]}
+            kept = [
+                r for r in old["rows"]
+                if same_config and (r["lever"], r["seed"]) not in ran
+                and old["levers"].get(r["lever"]) == sec["levers"].get(r["lever"])
+            ]  # fmt: skip
+            sec = {**sec, "rows": kept + sec["rows"]}
+        out[name] = sec
+    return out

@@ -73,6 +73,7 @@ class Options:
     families_configs: tuple[str, ...] = ()  # the families section's configs (() = all of bench/families.py's RUNS)
     record_configs: tuple[str, ...] = ("record_2min",)  # the records section's configs, run as configured
     ablation_configs: tuple[str, ...] = ("record_2min",)  # the ablation section's configs, each lever removed
+    ablation_levers: tuple[str, ...] = ()  # the ablation section's levers (() = all; "none" is the record)
     families_corpus: str = ""  # the families section on another corpus: a file, folder or glob ('' = the config's)
     corpus_gb: float = 2.0  # the corpus section's large corpus
     corpus_steps: int = 50
@@ -124,6 +125,20 @@ class Options:
             if missing:
                 raise UsageError(
                     f"--{flag} names {', '.join(missing)}, which {self.config_dir}/ does not hold: name its *.py files"
+                )
+        if self.ablation_levers:
+            self._check_ablation_levers()
+
+    def _check_ablation_levers(self) -> None:
+        if "ablation" not in self.only:
+            raise UsageError("--ablation_levers chooses the ablation section's levers: add --only=ablation")
+        for name in self.ablation_configs:
+            known = ["none", *ablation.levers(load_config_file(Path(self.config_dir) / f"{name}.py"))]
+            unknown = [lever for lever in self.ablation_levers if lever not in known]
+            if unknown:
+                raise UsageError(
+                    f"--ablation_levers names {', '.join(map(repr, unknown))}, which {name} does not have: "
+                    f"choose from {', '.join(map(repr, known))}"
                 )
 
 
@@ -269,11 +284,10 @@ def _families_section(o: Options, log, doc: dict) -> dict:
 def _ablation_section(o: Options, log, doc: dict) -> dict:
     """The records' ablations; the ablations of configs this run does not name are kept from `doc`, and
     `--out` is written after every run."""
-    earlier = doc.get("ablation")
-    keep = lambda part: atomic_write_json(o.out, {**doc, "ablation": ablation.merged(earlier, part)})
-    return ablation.merged(
-        earlier, ablation.bench_ablation(o.config_dir, o.ablation_configs, o.ablation_seeds, log, keep)
-    )
+    earlier, some = doc.get("ablation"), bool(o.ablation_levers)
+    keep = lambda part: atomic_write_json(o.out, {**doc, "ablation": ablation.merged(earlier, part, some)})
+    new = ablation.bench_ablation(o.config_dir, o.ablation_configs, o.ablation_seeds, log, keep, o.ablation_levers)
+    return ablation.merged(earlier, new, some)
 
 
 def _pack_section(o: Options, log) -> dict:

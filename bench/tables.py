@@ -473,8 +473,8 @@ def _record_ablations(d: dict) -> list[str]:
             "",
             f"`python -m launch.benchmark --only=ablation --ablation_configs={name}`: {name} as configured "
             f"({base[0]['steps']} steps), then with one lever removed at a time (longer windows or larger batches "
-            "go back to 12 windows of 64 bytes at the same tokens, so more steps); whole processes, every one "
-            "compiling from cold; final "
+            "go back to 12 windows of 64 bytes at the same tokens, so more steps; dropout is removed where the "
+            "record drops and added where it does not); whole processes, every one compiling from cold; final "
             "whole-split validation loss (mean over seeds, [min–max]), its difference from the record's, and "
             "the mean wall time and training tokens/s.",
             "",

@@ -18,7 +18,8 @@ to its budget with `--families_seeds` seeds and draws the loss-against-time plot
 `--only=records` runs each `--record_configs` config as configured, from a warm compilation cache, with
 `--families_seeds` seeds (the two-minute record: about 7 minutes); `--only=ablation` removes each lever of
 each `--ablation_configs` config in turn, `--ablation_seeds` seeds (bench/ablation.py; record_2min: about
-35 minutes). `--only=` (no section) regenerates the markdown and its plots from `--out` as it stands.
+15 minutes; `--ablation_levers="with dropout 0.1"` runs that lever alone and adds its rows). `--only=`
+(no section) regenerates the markdown and its plots from `--out` as it stands.
 """
 
 from absl import flags
@@ -83,6 +84,9 @@ _RECORD_CONFIGS = flags.DEFINE_list(
 _ABLATION_CONFIGS = flags.DEFINE_list(
     "ablation_configs", list(run.Options.ablation_configs), "ablation section: configs whose levers are removed"
 )
+_ABLATION_LEVERS = flags.DEFINE_list(
+    "ablation_levers", [], "ablation section: only these levers (their rows added to the earlier ablation)"
+)
 _FAMILIES_CORPUS = flags.DEFINE_string(
     "families_corpus", "", "families section on another corpus (a file, folder or glob; 10% test split)"
 )
@@ -127,6 +131,7 @@ def main() -> None:
         families_corpus=_FAMILIES_CORPUS.value,
         record_configs=tuple(_RECORD_CONFIGS.value),
         ablation_configs=tuple(_ABLATION_CONFIGS.value),
+        ablation_levers=tuple(_ABLATION_LEVERS.value),
         corpus_gb=_CORPUS_GB.value,
         corpus_steps=_CORPUS_STEPS.value,
         nanogpt_dir=_NANOGPT_DIR.value,

@@ -422,6 +422,11 @@ def test_an_events_own_time_leaves_out_the_events_inside_it(tmp_path):
         ({"only": ("profile",), "profile_configs": ("gpt3",)}, "--profile_configs names gpt3, which"),
         ({"only": ("ablation",), "ablation_configs": ("record_3min",)}, "--ablation_configs names record_3min, which"),
         ({"only": ("ablation",), "ablation_seeds": 0}, "--ablation_seeds must be at least 1 for --only=ablation"),
+        (
+            {"only": ("ablation",), "ablation_levers": ("with dropout 0.2",)},
+            "--ablation_levers names 'with dropout 0.2', which record_2min does not have: choose from 'none', ",
+        ),
+        ({"only": ("records",), "ablation_levers": ("none",)}, "--ablation_levers chooses the ablation section's"),
     ],
     ids=[
         "decay-steps",
@@ -435,6 +440,8 @@ def test_an_events_own_time_leaves_out_the_events_inside_it(tmp_path):
         "profile-name",
         "ablation-name",
         "ablation-seeds",
+        "ablation-lever",
+        "ablation-levers-alone",
     ],
 )
 def test_bad_benchmark_options_are_refused_before_anything_runs(change, message):
@@ -470,16 +477,90 @@ def test_a_records_levers_are_those_it_pulls_and_its_larger_steps_go_back_at_the
     record.model.activation, record.train.batch_size, record.train.eval_every = "gelu", 48, record.train.steps
     levers = ablation.levers(record)
     pulled = [n for n in speedrun.LEVERS if n.startswith("without") and n != "without relu2"]  # it runs GELU
-    assert list(levers) == [*pulled, "without batches of 48"]
+    assert list(levers) == [*pulled, "without batches of 48", "with dropout 0.1"]
+    assert levers["with dropout 0.1"] == {f"model.{k}_dropout": 0.1 for k in ("embed", "resid", "attn")}
     batch = levers["without batches of 48"]
     assert batch["train.batch_size"] == 12 and batch["train.steps"] == 4 * record.train.steps
     assert batch["train.eval_every"] == batch["train.steps"]  # the final evaluation only, as the record
     longer = load_config("record_10min")  # a Mamba-2: of the speedrun's levers only the optimizer's apply
-    assert list(ablation.levers(longer)) == ["without muon", "without wsd", "without 256-byte windows"]
+    assert list(ablation.levers(longer)) == [
+        "without muon",
+        "without wsd",
+        "without 256-byte windows",
+        "with dropout 0.1",
+    ]
+    assert ablation.levers(longer)["with dropout 0.1"] == {"model.embed_dropout": 0.1, "model.resid_dropout": 0.1}
     windows = ablation.levers(longer)["without 256-byte windows"]
     assert windows["model.seq_len"] == 64 and windows["train.steps"] == 4 * longer.train.steps
     assert not any("windows" in n or "batches" in n for n in ablation.levers(load_config("gpt2_speedrun")))
-    assert ablation.levers(load_config("gpt2_tiny")) == {}  # it pulls none of them: nothing to remove
+    assert list(ablation.levers(load_config("gpt2_tiny"))) == ["with dropout 0.1"]  # no speedrun lever to remove
+    dropping = load_config("gpt2_tiny")
+    dropping.model.resid_dropout = 0.2
+    assert ablation.levers(dropping) == {
+        "without dropout": {f"model.{k}_dropout": 0.0 for k in ("embed", "resid", "attn")}
+    }
+    assert ablation.levers(load_config("bigram")) == {}  # a family without dropout: no such lever
+
+
+def test_an_ablation_of_some_levers_runs_those_alone_and_adds_their_rows_to_the_earlier_one(monkeypatch, tmp_path):
+    from bench import ablation, run, tables
+
+    calls = []
+
+    def run_ours(path, seed, overrides=None, cache_dir=""):
+        calls.append((seed, dict(overrides or {})))
+        return {"seed": seed, "final_val_loss": 1.5, "wall_s": 100.0, "first_step_s": 5.0, "tokens_per_s": 9000.0,
+                "steps": 320, "overrides": overrides or {}, "curve": []}  # fmt: skip
+
+    monkeypatch.setattr(ablation, "run_ours", run_ours)
+    now = {"none": {}, **ablation.levers(load_config("record_2min"))}
+    drop = now["with dropout 0.1"]
+    assert drop == {"model.embed_dropout": 0.1, "model.resid_dropout": 0.1}
+    # An ablation written before (no config recorded): its record, Muon's row, a lever the record no
+    # longer has (its schedule's, since the record changed it) and an earlier dropout row.
+    old = lambda lever, seed: {
+        "lever": lever,
+        "seed": seed,
+        "final_val_loss": 1.6,
+        "wall_s": 90.0,
+        "tokens_per_s": 1.0,
+        "steps": 320,
+    }
+    stale = {"without wsd": {"train.schedule": "cosine"}}
+    rows = [old("none", 0), old("none", 1), old("without muon", 0), old("without wsd", 0), old("with dropout 0.1", 0)]
+    doc = {
+        "ablation": {
+            "record_2min": {"levers": now | stale, "rows": rows},
+            "record_10min": {"levers": {"none": {}}, "rows": []},
+        }
+    }
+    options = run.Options(load_config("gpt2_tiny"), only=("ablation",), out=str(tmp_path / "bench.json"),
+                          config_dir=CONFIGS, ablation_levers=("with dropout 0.1",))  # fmt: skip
+    options.check()
+    section = run._ablation_section(options, lambda s: None, doc)
+    assert calls == [(0, drop), (1, drop)]
+    kept = [(r["lever"], r["seed"], r["final_val_loss"]) for r in section["record_2min"]["rows"]]
+    assert kept == [
+        ("none", 0, 1.6),
+        ("none", 1, 1.6),
+        ("without muon", 0, 1.6),
+        *[("with dropout 0.1", s, 1.5) for s in (0, 1)],
+    ]
+    assert (
+        list(section["record_2min"]["levers"]) == list(now)
+        and section["record_10min"] == doc["ablation"]["record_10min"]
+    )
+    assert json.loads((tmp_path / "bench.json").read_text())["ablation"] == section  # kept after every run
+    page = "\n".join(tables._record_ablations(section))
+    row = "| with dropout 0.1 | model.embed_dropout=0.1, model.resid_dropout=0.1 | 1.5000 [1.5000–1.5000] (n=2) |"
+    assert f"{row} -0.1000 | 100.0 s | 9,000 |" in page
+    # A record whose config changed since its earlier ablation keeps none of its rows; a whole run replaces.
+    changed = {"record_2min": {**doc["ablation"]["record_2min"], "config": {"name": "another"}}}
+    fresh = ablation.bench_ablation(CONFIGS, ["record_2min"], 1, lambda s: None, only=("with dropout 0.1",))
+    assert [r["lever"] for r in ablation.merged(changed, fresh, some_levers=True)["record_2min"]["rows"]] == [
+        "with dropout 0.1"
+    ]
+    assert ablation.merged(changed, fresh)["record_2min"] == fresh["record_2min"]
 
 
 def test_the_ablation_runs_each_lever_per_seed_from_cold_and_keeps_every_run(monkeypatch):

@@ -148,3 +148,32 @@ def test_bad_sizes_are_one_line_config_errors():
     config.headdim, config.ngroups = 32, 3
     with pytest.raises(ConfigError, match="model.ngroups=3 must divide the 8 heads"):
         models.build(config)
+
+
+@pytest.mark.parametrize("name", ["mamba2_tiny", "mamba_tiny"])
+def test_state_space_dropout_drops_only_in_training_with_a_key_and_the_rest_is_unchanged(name):
+    """Both state-space families' embedding and residual dropout, each rate alone: the same parameter
+    tree, no change without a `dropout` key (evaluation, sampling, decoding) or at rate 0, a function of
+    the key in training, and a rate outside [0, 1) refused in one line."""
+    small = {"num_layers": 2, "d_model": 32, "seq_len": 16}
+    small |= {"headdim": 16, "d_state": 8, "chunk": 8} if name == "mamba2_tiny" else {"d_state": 4}
+    config = load_config(name).model
+    config.update(small)
+    plain = models.build(config)
+    variables = models.init_variables(plain, jax.random.key(0))
+    x = one_hot(byte_ids(5, (2, 16)))
+    reference = jax.jit(plain.apply)(variables, x)
+    # Rate 0 drops nothing (to rounding: another compiled function may order its sums otherwise).
+    no_rate = jax.jit(lambda k: plain.apply(variables, x, rngs={"dropout": k}))
+    np.testing.assert_allclose(no_rate(jax.random.key(1)), reference, atol=1e-5)
+    assert models.family_of(config).dropout_fields == ("embed_dropout", "resid_dropout")
+    for field in ("embed_dropout", "resid_dropout"):
+        model = models.build({**config.to_dict(), field: 0.3})
+        assert jax.tree.structure(models.init_variables(model, jax.random.key(0))) == jax.tree.structure(variables)
+        np.testing.assert_array_equal(jax.jit(model.apply)(variables, x), reference)  # no key: no dropout
+        train = jax.jit(lambda k, model=model: model.apply(variables, x, rngs={"dropout": k}))
+        a, b = train(jax.random.key(1)), train(jax.random.key(2))
+        assert not np.allclose(a, reference, atol=1e-3) and not np.allclose(a, b, atol=1e-3), field
+        np.testing.assert_array_equal(a, train(jax.random.key(1)))
+        with pytest.raises(ConfigError, match=rf"model.{field}=1.0 must lie in \[0, 1\)"):
+            models.build({**config.to_dict(), field: 1.0})

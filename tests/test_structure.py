@@ -93,3 +93,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     for k, v in tree.items():
         out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
     return out
+
+
+def test_every_familys_dropout_fields_are_rates_that_default_to_none():
+    """What the records' ablation adds or removes (bench/ablation.py) and `Family.config` checks: float
+    options at 0, so no config that leaves them out drops anything."""
+    from bytelm import models
+
+    families = {name: models.family(name) for name in models.FAMILIES}
+    for name, family in families.items():
+        defaults = family.defaults()
+        assert all(defaults.get(f) == 0.0 and isinstance(defaults[f], float) for f in family.dropout_fields), name
+    assert {n for n, f in families.items() if f.dropout_fields} == {"gpt2", "mamba", "mamba2"}

@@ -1,6 +1,7 @@
 """Mamba as transformers' `MambaForCausalLM`: linear weights are `[out, in]` (our kernels transposed),
 the depthwise conv is `[E, 1, K]` (ours `[K, E]`), and `x_proj`'s rows are (Δ low-rank, B, C) in both.
-`scan_mode` and `scan_chunk` choose how bytelm computes, not what, so they export as nothing."""
+`scan_mode` and `scan_chunk` choose how bytelm computes, not what, and the dropout rates act only while
+training, so they export as nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from bytelm.models import mamba
 
 ARCHITECTURE = "MambaForCausalLM"
 KNOWN_FIELDS = {"d_model", "num_layers", "d_state", "d_conv", "expand", "dt_rank", "seq_len", "scan_mode", "scan_chunk"}
+KNOWN_FIELDS |= {"embed_dropout", "resid_dropout"}
 RMS_NORM_EPS = 1e-5  # the official block's (models/mamba/network.py)
 
 

@@ -3,7 +3,8 @@
 (ours `[K, E + 2GN]`), in_proj's rows z, x, B, C, Δ in both. transformers' defaults are another model's
 (Mamba-Codestral: 8 groups, 128 heads, an untied head), so config.json writes every size explicitly;
 its default `time_step_limit` (0, inf) is ours, and is left out (JSON has no infinity). `chunk` and
-`scan_mode` choose how bytelm computes, not what."""
+`scan_mode` choose how bytelm computes, not what; the dropout rates act only while training, so they
+are not exported either."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from bytelm.models import mamba2
 
 ARCHITECTURE = "Mamba2ForCausalLM"
 KNOWN_FIELDS = {"d_model", "num_layers", "d_state", "d_conv", "expand", "headdim", "ngroups", "chunk", "seq_len"}
-KNOWN_FIELDS |= {"scan_mode"}
+KNOWN_FIELDS |= {"scan_mode", "embed_dropout", "resid_dropout"}  # dropout: training only, the model the same
 NORM_EPS = 1e-5  # models/mamba2/network.py's
 
 _MIXER = "backbone.layers.{i}.mixer"

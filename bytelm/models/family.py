@@ -12,6 +12,8 @@ mistyped flag cost a fraction of a second; it holds the family's config and a `F
     hidden_matrix     which leaves Muon updates under `train.optimizer='muon'` (default: none)
     decays            which leaves take AdamW's weight decay (default: the matrices, ndim >= 2)
     kernel_options    the `models.build` keyword options it accepts (`runtime.fast_kernels`)
+    dropout_fields    its config fields that are dropout rates, each checked to lie in [0, 1) (the
+                      records' ablation adds or removes them together)
     attention_layout  (seq_len, heads, head_dim) when it has fused-attention kernels to check
     flops_per_token   training FLOPs per token by the usual 6N count (None where there is no formula)
 
@@ -52,6 +54,7 @@ class Family:
     name: ClassVar[str]
     config_class: ClassVar[type]
     kernel_options: ClassVar[tuple[str, ...]] = ()
+    dropout_fields: ClassVar[tuple[str, ...]] = ()
 
     # --- the config -------------------------------------------------------------------------------
 
@@ -91,7 +94,7 @@ class Family:
             elif f.default is dataclasses.MISSING:
                 raise ConfigError(f"model.{key} is missing: the {self.name} config needs it")
         config = self.config_class(**values, **kernels)
-        _check(config, fields)
+        _check(config, fields, self.dropout_fields)
         return config
 
     # --- what generic code asks -------------------------------------------------------------------
@@ -122,13 +125,17 @@ def _as_type_of(default: Any, value: Any) -> Any:
     return float(value) if isinstance(default, float) and isinstance(value, int) else value
 
 
-def _check(config, fields: dict[str, dataclasses.Field]) -> None:
-    """The declared minimums and choices, then the config's own `check()` for what spans fields."""
+def _check(config, fields: dict[str, dataclasses.Field], dropout_fields: tuple[str, ...] = ()) -> None:
+    """The declared minimums, choices and dropout rates, then the config's own `check()` for what spans
+    fields."""
     for key, f in fields.items():
         value, minimum, choices = getattr(config, key), f.metadata.get("minimum"), f.metadata.get("choices")
         if minimum is not None and value < minimum:
             raise ConfigError(f"model.{key} must be at least {minimum}, got {value}")
         if choices and value not in choices:
             raise ConfigError(f"model.{key}={value!r}: choose one of {', '.join(map(str, choices))}")
+    for key in dropout_fields:
+        if not 0.0 <= getattr(config, key) < 1.0:
+            raise ConfigError(f"model.{key}={getattr(config, key)} must lie in [0, 1)")
     if hasattr(config, "check"):
         config.check()

@@ -65,9 +65,6 @@ class GPT2Config:
         return all(getattr(self, f) == defaults[f] for f in ARCHITECTURE_OPTIONS)
 
     def check(self) -> None:
-        for field in ("embed_dropout", "resid_dropout", "attn_dropout"):
-            if not 0.0 <= getattr(self, field) < 1.0:
-                raise ConfigError(f"model.{field}={getattr(self, field)} must lie in [0, 1)")
         if self.attn_dropout and self.attention != "einsum":
             raise ConfigError("model.attn_dropout needs the einsum attention: leave runtime.fast_kernels off with it")
         if self.positions == "rope" and (self.head_dim % 2 or self.rope_base <= 1):
@@ -85,6 +82,7 @@ class GPT2Config:
 class GPT2Family(Family):
     name = "gpt2"
     config_class = GPT2Config
+    dropout_fields = ("embed_dropout", "resid_dropout", "attn_dropout")
     kernel_options = ("attention", "compute_dtype")
 
     def build(self, config: GPT2Config):

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from bytelm.data.tokenizer import one_hot
+from bytelm.models.dropout import dropout
 from bytelm.models.gpt2 import GPT2Config
 
 LAYER_NORM_EPS = 1e-5  # GPT-2's value, for its LayerNorm and for RMSNorm in its place
@@ -97,15 +98,6 @@ class KVCache(NamedTuple):
 
     k: jax.Array
     v: jax.Array
-
-
-def dropout(x: jax.Array, rate: float, module: nn.Module) -> jax.Array:
-    """`x` with a fraction `rate` of its entries dropped (the rest scaled by 1/(1 − rate)) while training,
-    i.e. when the caller passed a `dropout` PRNG key; as it is otherwise, and always at rate 0."""
-    if not rate or not module.has_rng("dropout"):
-        return x
-    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 def causal_attention(

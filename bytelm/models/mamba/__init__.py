@@ -35,6 +35,10 @@ class MambaConfig:
     dt_rank: str = option("auto")  # 'auto' = ceil(d_model / 16), or a positive integer (a number as a string)
     scan_mode: str = option("parallel", choices=SCAN_MODES)
     scan_chunk: int = option(0, minimum=0)  # parallel mode: positions per associative scan; 0 = one scan
+    # Dropout, each a rate (0 = none, as the official block, and every earlier run): after the embedding,
+    # and on each block's residual branch (the mixer's output). Only while training (`models/dropout.py`).
+    embed_dropout: float = option(0.0)
+    resid_dropout: float = option(0.0)
     vocab_size: int = internal(VOCAB_SIZE)
     scan_unroll: int = internal(FUSED_UNROLL)  # positions per iteration of the fused loops
 
@@ -56,6 +60,7 @@ class MambaConfig:
 class MambaFamily(Family):
     name = "mamba"
     config_class = MambaConfig
+    dropout_fields = ("embed_dropout", "resid_dropout")
 
     def build(self, config: MambaConfig):
         from bytelm.models.mamba.network import Mamba

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from bytelm.data.tokenizer import one_hot
+from bytelm.models.dropout import dropout
 from bytelm.models.mamba import MambaConfig
 from bytelm.models.mamba.scans import selective_scan, ssm_readout, ssm_step
 
@@ -152,7 +153,7 @@ class ResidualBlock(nn.Module):
 
     def __call__(self, h, length=None):
         if length is None:
-            return h + self.mixer(self.norm(h))
+            return h + dropout(self.mixer(self.norm(h)), self.config.resid_dropout, self)
         out, cache = self.mixer(self.norm(h), length)
         return h + out, cache
 
@@ -177,7 +178,7 @@ class Mamba(nn.Module):
 
     def __call__(self, x_BxLxV):
         chex.assert_shape(x_BxLxV, (None, None, self.config.vocab_size))
-        h = x_BxLxV.astype(self.embedding.dtype) @ self.embedding
+        h = dropout(x_BxLxV.astype(self.embedding.dtype) @ self.embedding, self.config.embed_dropout, self)
         for layer in self.layers:
             h = layer(h)
         return self.norm_f(h) @ self.embedding.T  # the head is tied to the embedding

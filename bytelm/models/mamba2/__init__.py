@@ -38,6 +38,10 @@ class Mamba2Config:
     ngroups: int = option(1, minimum=1)  # G
     chunk: int = option(64, minimum=1)  # Q: positions per SSD chunk (how it computes, not what)
     scan_mode: str = option("chunked", choices=SCAN_MODES)
+    # Dropout, each a rate (0 = none, as the official block, and every earlier run): after the embedding,
+    # and on each block's residual branch (the mixer's output). Only while training (`models/dropout.py`).
+    embed_dropout: float = option(0.0)
+    resid_dropout: float = option(0.0)
     vocab_size: int = internal(VOCAB_SIZE)
 
     @property
@@ -65,6 +69,7 @@ class Mamba2Config:
 class Mamba2Family(Family):
     name = "mamba2"
     config_class = Mamba2Config
+    dropout_fields = ("embed_dropout", "resid_dropout")
 
     def build(self, config: Mamba2Config):
         from bytelm.models.mamba2.network import Mamba2

@@ -17,7 +17,8 @@ log-uniform draw in [1e-3, 1e-1] floored at 1e-4 (`mamba2.py` L119-127), A_log =
 D = 1, the gated norm's weight 1, PyTorch's Linear and Conv1d inits, out_proj scaled by 1/sqrt(layers)
 (`_init_weights`, one residual per layer), the embedding N(0, 0.02). Departures: D is per head only
 (`D_has_hdim=False`, the default), `d_ssm` is all of E (no gated-MLP part), and there is no `dt_limit`
-(the default (0, inf) clamps nothing).
+(the default (0, inf) clamps nothing). Dropout (`embed_dropout`, `resid_dropout`, 0 by default) is
+bytelm's, for small corpora; the official block has none.
 
 Parameter paths (mamba2_tiny), per layer i:
 
@@ -46,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from bytelm.data.tokenizer import one_hot
+from bytelm.models.dropout import dropout
 from bytelm.models.mamba.network import RMSNorm, causal_conv, dt_bias_init, torch_linear_init, uniform
 from bytelm.models.mamba2 import Mamba2Config
 from bytelm.models.mamba2.ssd import ssd, ssd_step
@@ -154,7 +156,7 @@ class ResidualBlock(nn.Module):
 
     def __call__(self, h, length=None):
         if length is None:
-            return h + self.mixer(self.norm(h))
+            return h + dropout(self.mixer(self.norm(h)), self.config.resid_dropout, self)
         out, cache = self.mixer(self.norm(h), length)
         return h + out, cache
 
@@ -178,7 +180,7 @@ class Mamba2(nn.Module):
 
     def __call__(self, x_BxLxV):
         chex.assert_shape(x_BxLxV, (None, None, self.config.vocab_size))
-        h = x_BxLxV.astype(self.embedding.dtype) @ self.embedding
+        h = dropout(x_BxLxV.astype(self.embedding.dtype) @ self.embedding, self.config.embed_dropout, self)
         for layer in self.layers:
             h = layer(h)
         return self.norm_f(h) @ self.embedding.T  # the head is tied to the embedding
