@@ -14,9 +14,11 @@ How it was chosen, by measurement (seed 0, whole processes, cold, whole-split ev
 2026-12-07): at a 5-minute budget Mamba-2 with Muon reached 1.5328 (850 steps, 311 s) against the same
 model under AdamW's 1.576 (mamba2_tiny's curve at 5 minutes) and the earlier form of this record
 (gpt2_speedrun's levers on windows of 256 bytes) 1.5727 (650 steps, 259 s); then 1600 steps 1.4867 in
-505 s against that earlier form's 1.4971 / 1.5034 after 1300 steps in 634 / 630 s. No dropout (bytelm's
-Mamba-2 has none; the GPT form lost loss with residual dropout 0.1 at this budget). No training on
-validation bytes; the run evaluates 64 windows at step 0 and the whole split at the end.
+505 s against that earlier form's 1.4971 / 1.5034 after 1300 steps in 634 / 630 s. Its ablation
+(BENCHMARKS.md): Muon is worth 0.025 nats here and the 256-byte windows 0.052; a cosine in place of
+warmup-stable-decay is a wash (−0.0015, the sign differing by seed), and dropout 0.1 on the embedding and
+residual branches costs 0.040 (seed 0), so there is none. No training on validation bytes; the run
+evaluates 64 windows at step 0 and the whole split at the end.
 """
 
 from pathlib import Path
