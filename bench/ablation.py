@@ -9,8 +9,8 @@ not spend. Dropout is a lever either way: "without dropout" where the record dro
 (every rate the family has at `DROPOUT`) where it does not, so the table says what regularisation is
 worth at the record's budget. Every run compiles from cold
 (no persistent cache), so the rows compare alike; the rows of a seed run one after another, seed by
-seed, so that the machine's drift falls on every lever alike. `only` runs some levers and `merged` adds
-their rows to an earlier ablation of the same config (a lever's run of the same seed replaced).
+seed, so that the machine's drift falls on every lever alike. `only` runs some levers, and `merged` adds
+the rows of a run to an earlier ablation of the same config (a lever's run of the same seed replaced).
 """
 
 from __future__ import annotations
@@ -103,22 +103,20 @@ def bench_ablation(
     return out
 
 
-def merged(earlier: dict | None, new: dict, some_levers: bool = False) -> dict:
-    """`new`'s configs replace theirs in `earlier`, the other configs' ablations kept; with `some_levers`
-    (a run of some levers only) `new`'s rows join the config's earlier rows instead, replacing those of
-    the same lever and seed. An earlier row is kept only while it still measures what `new` would: the
-    same config (where the earlier section recorded it) and its lever's same overrides."""
+def merged(earlier: dict | None, new: dict) -> dict:
+    """`new`'s rows added to `earlier`'s ablation of each config, replacing those of the same lever and
+    seed (a run of every lever replaces them all, one of some levers only its own); the other configs'
+    ablations kept. An earlier row is kept only while it still measures what `new` would: the same config
+    (where the earlier section recorded it) and its lever's same overrides."""
     out = dict(earlier or {})
     for name, sec in new.items():
-        if some_levers and name in out:
-            old = out[name]
-            same_config = old.get("config", sec["config"]) == sec["config"]
-            ran = {(r["lever"], r["seed"]) for r in sec["rows"]}
-            kept = [
-                r for r in old["rows"]
-                if same_config and (r["lever"], r["seed"]) not in ran
-                and old["levers"].get(r["lever"]) == sec["levers"].get(r["lever"])
-            ]  # fmt: skip
-            sec = {**sec, "rows": kept + sec["rows"]}
-        out[name] = sec
+        old = out.get(name, {"levers": {}, "rows": []})
+        same_config = old.get("config", sec["config"]) == sec["config"]
+        ran = {(r["lever"], r["seed"]) for r in sec["rows"]}
+        kept = [
+            r for r in old["rows"]
+            if same_config and (r["lever"], r["seed"]) not in ran
+            and old["levers"].get(r["lever"]) == sec["levers"].get(r["lever"])
+        ]  # fmt: skip
+        out[name] = {**sec, "rows": kept + sec["rows"]}
     return out

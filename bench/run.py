@@ -284,10 +284,10 @@ def _families_section(o: Options, log, doc: dict) -> dict:
 def _ablation_section(o: Options, log, doc: dict) -> dict:
     """The records' ablations; the ablations of configs this run does not name are kept from `doc`, and
     `--out` is written after every run."""
-    earlier, some = doc.get("ablation"), bool(o.ablation_levers)
-    keep = lambda part: atomic_write_json(o.out, {**doc, "ablation": ablation.merged(earlier, part, some)})
+    earlier = doc.get("ablation")
+    keep = lambda part: atomic_write_json(o.out, {**doc, "ablation": ablation.merged(earlier, part)})
     new = ablation.bench_ablation(o.config_dir, o.ablation_configs, o.ablation_seeds, log, keep, o.ablation_levers)
-    return ablation.merged(earlier, new, some)
+    return ablation.merged(earlier, new)
 
 
 def _pack_section(o: Options, log) -> dict:

@@ -554,12 +554,10 @@ def test_an_ablation_of_some_levers_runs_those_alone_and_adds_their_rows_to_the_
     page = "\n".join(tables._record_ablations(section))
     row = "| with dropout 0.1 | model.embed_dropout=0.1, model.resid_dropout=0.1 | 1.5000 [1.5000–1.5000] (n=2) |"
     assert f"{row} -0.1000 | 100.0 s | 9,000 |" in page
-    # A record whose config changed since its earlier ablation keeps none of its rows; a whole run replaces.
+    # A record whose config changed since its earlier ablation keeps none of its rows: the merge is the new run.
     changed = {"record_2min": {**doc["ablation"]["record_2min"], "config": {"name": "another"}}}
     fresh = ablation.bench_ablation(CONFIGS, ["record_2min"], 1, lambda s: None, only=("with dropout 0.1",))
-    assert [r["lever"] for r in ablation.merged(changed, fresh, some_levers=True)["record_2min"]["rows"]] == [
-        "with dropout 0.1"
-    ]
+    assert [r["lever"] for r in ablation.merged(changed, fresh)["record_2min"]["rows"]] == ["with dropout 0.1"]
     assert ablation.merged(changed, fresh)["record_2min"] == fresh["record_2min"]
 
 
