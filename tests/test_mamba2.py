@@ -16,6 +16,7 @@ from bytelm import models
 from bytelm.artifacts import param_pack
 from bytelm.errors import ConfigError
 from bytelm.models.mamba.scans import selective_scan
+from bytelm.models.mamba2.network import GatedRMSNorm
 from bytelm.models.mamba2.ssd import segsum, ssd
 from conftest import byte_ids, load_config, normal, one_hot, rel_err
 
@@ -104,6 +105,18 @@ def test_the_segment_sums_are_masked_before_the_exp():
     assert s[2, 0] == -5.0 and s[2, 2] == 0.0 and s[1, 0] == -2.0 and np.isneginf(s[0, 1])
     g = jax.grad(lambda a: jnp.sum(jnp.exp(segsum(a))))(a)  # no inf · 0 in the backward pass
     assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_gated_norm_equals_a_float64_norm_per_group(groups):
+    y, z = normal(7, (2, 5, 12)), normal(8, (2, 5, 12))
+    norm = GatedRMSNorm(groups)
+    scale = normal(9, (12,))
+    got = np.asarray(norm.apply({"params": {"scale": scale}}, y, z))
+    g = np.asarray(y, np.float64) * np.asarray(z, np.float64) / (1 + np.exp(-np.asarray(z, np.float64)))
+    g = g.reshape(2, 5, groups, 12 // groups)  # each group of 12 / groups channels normalised alone
+    want = (g / np.sqrt(np.mean(g**2, axis=-1, keepdims=True) + 1e-5)).reshape(2, 5, 12) * np.asarray(scale)
+    assert rel_err(got, want) < 1e-5
 
 
 def test_initialisation_invariants():

@@ -79,7 +79,8 @@ class GatedRMSNorm(nn.Module):
     def __call__(self, y, z):
         scale = self.param("scale", nn.initializers.ones, (y.shape[-1],))
         x = (y * jax.nn.silu(z)).astype(jnp.float32)
-        grouped = x.reshape(*x.shape[:-1], self.groups, -1)
+        # One group is the whole row: XLA:CPU runs a reduction over an added axis of one much more slowly.
+        grouped = x.reshape(*x.shape[:-1], self.groups, -1) if self.groups > 1 else x
         normed = grouped * jax.lax.rsqrt(jnp.mean(jnp.square(grouped), axis=-1, keepdims=True) + self.eps)
         return normed.reshape(x.shape) * scale
 

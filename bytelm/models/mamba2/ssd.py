@@ -20,7 +20,8 @@ reference asserts a multiple of Q); B and C kept per group (heads reshaped to (G
 broadcast to every head; each 3- and 4-operand einsum split into 2-operand products, so the contraction
 order is fixed rather than left to opt_einsum; the cumulative sums, decays and states in float32. For
 XLA:CPU's sake (BENCHMARKS.md, Mamba-2): the chunks are laid out heads first, so that the masked
-products are plain batched matmuls; cumulative sums are products with a triangular matrix (`cumsum`);
+products are plain batched matmuls, with batch and group as one axis (no axis of one where G = 1, which
+XLA:CPU transposes slowly); cumulative sums are products with a triangular matrix (`cumsum`);
 and the within-chunk product has its own backward (`masked_mix`).
 """
 
@@ -96,8 +97,8 @@ def ssd_sequential(x, dt, A, B, C, state0=None):
 
 @jax.custom_vjp
 def masked_mix(CB, L, X):
-    """The within-chunk product y_r = (CB ∘ L_r) X_r for every head r of a group: CB `[b, G, c, Q, Q]`
-    (C·Bᵀ, shared by the group's heads), L and X head-major, `[R, b, G, c, Q, Q]` and `[R, b, G, c, Q, P]`.
+    """The within-chunk product y_r = (CB ∘ L_r) X_r for every head r of a group: CB `[z, c, Q, Q]`
+    (C·Bᵀ, shared by the group's heads; z = b·G), L and X head-major, `[R, z, c, Q, Q]` and `[R, z, c, Q, P]`.
 
     Its own backward for one reason: autodiff's gradient of the broadcast CB is a strided reduction over
     the heads, which XLA:CPU runs several times slower than a sum of the heads' slices."""
@@ -121,8 +122,9 @@ masked_mix.defvjp(_masked_mix_fwd, _masked_mix_bwd)
 
 
 def _head_major(x, dt, A, B, C, chunk: int):
-    """Discretised and padded inputs in chunks, heads first: X `[R, b, G, c, Q, P]`, the log decays a
-    `[R, b, G, c, Q]`, B and C `[b, G, c, Q, N]` (R heads per group, c chunks)."""
+    """Discretised and padded inputs in chunks, heads first: X `[R, z, c, Q, P]`, the log decays a
+    `[R, z, c, Q]`, B and C `[z, c, Q, N]` (R heads per group, c chunks, z = b·G: batch and group are one
+    axis, which spares XLA:CPU an axis of one where G = 1)."""
     b, l, H, P = x.shape
     G, N = B.shape[-2:]
     R, pad = H // G, (-l) % chunk
@@ -131,9 +133,12 @@ def _head_major(x, dt, A, B, C, chunk: int):
     if pad:  # after discretising: a padded step adds nothing (X = 0) and decays nothing (a = 0)
         X, a, B, C = (jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2)) for v in (X, a, B, C))
     c = (l + pad) // chunk
-    X = jnp.transpose(X.reshape(b, c, chunk, G, R, P), (4, 0, 3, 1, 2, 5))
-    a = jnp.transpose(a.reshape(b, c, chunk, G, R), (4, 0, 3, 1, 2))
-    B, C = (jnp.transpose(v.reshape(b, c, chunk, G, N), (0, 3, 1, 2, 4)).astype(jnp.float32) for v in (B, C))
+    X = jnp.transpose(X.reshape(b, c, chunk, G, R, P), (4, 0, 3, 1, 2, 5)).reshape(R, b * G, c, chunk, P)
+    a = jnp.transpose(a.reshape(b, c, chunk, G, R), (4, 0, 3, 1, 2)).reshape(R, b * G, c, chunk)
+    B, C = (
+        jnp.transpose(v.reshape(b, c, chunk, G, N), (0, 3, 1, 2, 4)).reshape(b * G, c, chunk, N).astype(jnp.float32)
+        for v in (B, C)
+    )
     return X, a, B, C
 
 
@@ -146,20 +151,22 @@ def ssd_chunked(x, dt, A, B, C, chunk: int, state0=None):
     # 1. Within each chunk: y_i = Σ_{j<=i} (C_i · B_j) decay(j → i) X_j, a masked Q × Q product.
     y_diag = masked_mix(C @ jnp.swapaxes(B, -1, -2), jnp.exp(segsum(a)), X)
     # 2. Each chunk's own contribution to the state at its end.
-    decay_to_end = jnp.exp(a_cum[..., -1:] - a_cum)  # [R, b, G, c, Q]
-    states = jnp.einsum("bgcjn,rbgcjp->rbgcpn", B, X * decay_to_end[..., None])
+    decay_to_end = jnp.exp(a_cum[..., -1:] - a_cum)  # [R, z, c, Q]
+    states = jnp.einsum("zcjn,rzcjp->rzcpn", B, X * decay_to_end[..., None])
     # 3. The states at the chunks' starts: the incoming state and each chunk's, decayed across chunks.
-    first = jnp.zeros((R, b, G, 1, P, N), jnp.float32)
+    first = jnp.zeros((R, b * G, 1, P, N), jnp.float32)
     if state0 is not None:
-        first = jnp.transpose(state0.reshape(b, G, R, 1, P, N), (2, 0, 1, 3, 4, 5)).astype(jnp.float32)
-    states = jnp.concatenate([first, states], axis=3)  # [R, b, G, c + 1, P, N]
-    across = jnp.exp(segsum(jnp.pad(a_cum[..., -1], [(0, 0)] * 3 + [(1, 0)])))  # [R, b, G, c + 1, c + 1]
-    states = jnp.einsum("rbgzc,rbgcpn->rbgzpn", across, states)
-    starts, final = states[:, :, :, :-1], states[:, :, :, -1]
+        first = jnp.transpose(state0.reshape(b, G, R, P, N), (2, 0, 1, 3, 4)).reshape(R, b * G, 1, P, N)
+        first = first.astype(jnp.float32)
+    states = jnp.concatenate([first, states], axis=2)  # [R, z, c + 1, P, N]
+    across = jnp.exp(segsum(jnp.pad(a_cum[..., -1], [(0, 0)] * 2 + [(1, 0)])))  # [R, z, c + 1, c + 1]
+    states = jnp.einsum("rzyc,rzcpn->rzypn", across, states)
+    starts, final = states[:, :, :-1], states[:, :, -1]
     # 4. What the state at a chunk's start gives each position of it.
-    y_state = jnp.einsum("bgcin,rbgcpn->rbgcip", C, starts) * jnp.exp(a_cum)[..., None]
-    y = jnp.transpose(y_diag + y_state, (1, 3, 4, 2, 0, 5)).reshape(b, -1, H, P)[:, :l]
-    return y, jnp.transpose(final, (1, 2, 0, 3, 4)).reshape(b, H, P, N)
+    y_state = jnp.einsum("zcin,rzcpn->rzcip", C, starts) * jnp.exp(a_cum)[..., None]
+    y = (y_diag + y_state).reshape(R, b, G, -1, chunk, P)
+    y = jnp.transpose(y, (1, 3, 4, 2, 0, 5)).reshape(b, -1, H, P)[:, :l]
+    return y, jnp.transpose(final.reshape(R, b, G, P, N), (1, 2, 0, 3, 4)).reshape(b, H, P, N)
 
 
 def ssd(x, dt, A, B, C, *, mode: str = "chunked", chunk: int = 64, state0=None):
