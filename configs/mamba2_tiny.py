@@ -7,7 +7,8 @@ d_model 128, 4 layers, expand 2 (E = 256), two heads of 128 channels, one group,
 width 4: 450,840 parameters against mamba_tiny's 499,328, trained on windows of 256 bytes with
 mamba_tiny's data, train and sample fields. The recurrence runs as SSD's chunked matmuls in chunks of
 16 positions. Head, state and chunk sizes were chosen by measuring: on this CPU the SSD's cost grows
-with the heads, the state and the chunk (BENCHMARKS.md, Mamba-2), and of the sizes tried for 600 steps
+with the heads, the state and the chunk (BENCHMARKS.md, Mamba-2: since SSD's batch and group became one
+axis, chunks of 16 to 64 train at the same rate on windows of 256), and of the sizes tried for 600 steps
 this one was both the fastest and the best (whole-split validation 1.576 in 191 s; heads of 128 with
 d_state 32 and chunks of 32: 1.579 in 223 s).
 """

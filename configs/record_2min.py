@@ -7,9 +7,10 @@ Target: 1.47 nats/byte or less on Tiny Shakespeare's whole validation split (nan
 "Model families" and "Records, as configured" (`python -m launch.benchmark --only=families,records`).
 
 record_10min's recipe (mamba2_tiny's model under gpt2_speedrun's Muon, windows of 256 bytes) for 320
-steps, with a cosine schedule in place of warmup-stable-decay: on 2026-12-07 they took 100-123 s as
-configured from a warm compilation cache (10,800 tokens/s at the quicker; the shared machine's spread)
-and 121 s from a cold start with four whole-split evaluations along the way. How it was chosen, by
+steps, with a cosine schedule in place of warmup-stable-decay: on 2026-12-07 they took 100-129 s as
+configured from a warm compilation cache, over two measurements of two seeds (8,400-10,800 tokens/s: the
+shared machine's spread, which is larger than the 1.17x of Mamba-2's faster step between them), and
+121 s from a cold start with four whole-split evaluations along the way. How it was chosen, by
 measurement (whole processes, cold, 2026-12-07): with seed 0, interleaved, 1.6396 in 115 s against 1.6998
 in 100 s for this record's earlier form (gpt2_speedrun's levers with GELU on batches of 48 windows of 64
 bytes, 260 steps, itself chosen by an ablation of the form before it; its table is in BENCHMARKS.md's
