@@ -13,7 +13,7 @@ there is one checkpoint, at the end.
 The records' model does not win at this budget: Mamba-2 under this Muon (record_2min with 90 steps of 12
 windows of 256 bytes, evaluating at the end only) reached 1.8676 / 1.8438 in 37.1 / 37.7 s against this
 config's 1.8647 / 1.8797 in 38.9 / 43.3 s (seeds 0 / 1, whole processes from a warm compilation cache,
-interleaved, 2026-12-07), and 80 steps missed 1.88 with seed 0 (1.8963); nor did batches of 24 windows,
+in one series, 2026-12-07), and 80 steps missed 1.88 with seed 0 (1.8963); nor did batches of 24 windows,
 windows of 128 bytes, or three Newton-Schulz steps reach 1.88 in less time with both seeds.
 """
 
