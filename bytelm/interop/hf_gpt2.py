@@ -10,7 +10,7 @@ from bytelm.models import gpt2
 ARCHITECTURE = "GPT2LMHeadModel"
 # (dropout changes training only, and GPT2Config carries each rate: embd_pdrop, resid_pdrop, attn_pdrop)
 KNOWN_FIELDS = {"num_layers", "num_heads", "head_dim", "ffn_hidden", "seq_len", *gpt2.ARCHITECTURE_OPTIONS}
-KNOWN_FIELDS |= {"embed_dropout", "resid_dropout", "attn_dropout"}
+KNOWN_FIELDS |= set(gpt2.FAMILY.dropout_fields)
 LAYER_NORM_EPS = 1e-5  # GPT-2's (models/gpt2/transformer.py)
 
 GLOBAL = named_rules(

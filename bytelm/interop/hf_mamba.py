@@ -12,7 +12,7 @@ from bytelm.models import mamba
 
 ARCHITECTURE = "MambaForCausalLM"
 KNOWN_FIELDS = {"d_model", "num_layers", "d_state", "d_conv", "expand", "dt_rank", "seq_len", "scan_mode", "scan_chunk"}
-KNOWN_FIELDS |= {"embed_dropout", "resid_dropout"}
+KNOWN_FIELDS |= set(mamba.FAMILY.dropout_fields)  # training only, the model the same
 RMS_NORM_EPS = 1e-5  # the official block's (models/mamba/network.py)
 
 

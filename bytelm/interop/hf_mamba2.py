@@ -14,7 +14,7 @@ from bytelm.models import mamba2
 
 ARCHITECTURE = "Mamba2ForCausalLM"
 KNOWN_FIELDS = {"d_model", "num_layers", "d_state", "d_conv", "expand", "headdim", "ngroups", "chunk", "seq_len"}
-KNOWN_FIELDS |= {"scan_mode", "embed_dropout", "resid_dropout"}  # dropout: training only, the model the same
+KNOWN_FIELDS |= {"scan_mode", *mamba2.FAMILY.dropout_fields}  # dropout: training only, the model the same
 NORM_EPS = 1e-5  # models/mamba2/network.py's
 
 _MIXER = "backbone.layers.{i}.mixer"
