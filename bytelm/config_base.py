@@ -83,6 +83,9 @@ def train_config() -> ml_collections.ConfigDict:
     c.schedule = "cosine"  # 'cosine' (warm-up, cosine to min_lr) or 'wsd' (warm-up, stable, linear decay to min_lr)
     c.decay_fraction = 0.2  # wsd: the last fraction of the steps decays
     c.grad_clip = 1.0  # global-norm clipping; 0 = off
+    # Learning-rate multipliers per stage of a hierarchical model, outermost first, comma-separated
+    # (H-Net's lr_multiplier: '2,1' doubles the byte layers' rates); '' = 1 everywhere.
+    c.lr_multiplier = ""
     c.seed = 0  # seeds the parameter init
     c.init_params = ""  # weights to start from instead of a fresh init: a pack (params.json) or a launch.export folder
     c.eval_every = 250  # steps between evaluations on the validation split

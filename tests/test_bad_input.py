@@ -78,8 +78,17 @@ def test_missing_corpus_names_the_file_or_the_download_command(workspace):
         (["--config.model.name=lstm"], ["unknown model.name 'lstm'"]),
         (["--config.sample.temperature=-1"], ["temperature"]),
         (["--steps=3"], ["Unknown command line flag 'steps'"]),
+        (["--config.train.lr_multiplier=2,1"], ["train.lr_multiplier='2,1'", "a gpt2 model has 1 stage"]),
     ],
-    ids=["unknown-field", "ill-typed", "float-for-int", "unknown-model", "bad-sample-setting", "unknown-flag"],
+    ids=[
+        "unknown-field",
+        "ill-typed",
+        "float-for-int",
+        "unknown-model",
+        "bad-sample-setting",
+        "unknown-flag",
+        "lr-multiplier-per-stage",
+    ],  # fmt: skip
 )
 def test_bad_config_overrides_are_usage_errors(workspace, args, parts):
     assert_one_line_error(train_error(workspace, *args), 2, *parts)

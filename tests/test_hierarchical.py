@@ -4,12 +4,14 @@ chunk boundaries, for each boundary rule."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from bytelm import models
@@ -200,6 +202,46 @@ def test_the_ratio_loss_is_one_at_the_target_and_its_gradient_reaches_the_router
     loss = lambda v: jax.tree_util.tree_leaves(model.apply(v, one_hot(_text(L)), mutable=["losses"])[1])[0]
     grads = jax.jit(jax.grad(loss))(variables)["params"]["router"]
     assert all(float(jnp.abs(grads[n]["kernel"]).max()) > 0 for n in ("q_proj", "k_proj"))
+
+
+def test_lr_multiplier_gives_each_stage_the_updates_of_an_optimizer_at_its_rates():
+    """H-Net's per-stage learning rates, '3,1': the byte stage's updates equal those of the same optimizer
+    built without multipliers and with every rate × 3 (the slow reference), the main network's those at
+    × 1; AdamW and Muon, two steps (Adam's and Muon's states carry the first into the second)."""
+    _, variables = _model("learned", main_positions="learned")
+    family = models.family("hierarchical")
+    outer, inner = optimizer.stage_groups(variables, family)
+    assert set(inner) == {
+        k for k in param_pack.flatten(variables) if k.startswith(("params/main_0/", "params/main_wpe"))
+    }
+    assert {"params/embedding", "params/router/q_proj/kernel", "params/residual_proj/kernel"} <= set(outer)
+    for name in ("adamw", "muon"):
+        tc = load_config("hierarchical_learned").train
+        tc.optimizer = name
+        opts = [_at_rates(tc, family, 1.0, "3,1"), _at_rates(tc, family, 3.0), _at_rates(tc, family, 1.0)]
+        updates = [_two_steps(opt, variables) for opt in opts]
+        fast, ref_outer, ref_inner = (param_pack.flatten(u) for u in updates)
+        for key, value in fast.items():
+            ref = ref_inner[key] if key in inner else ref_outer[key]
+            np.testing.assert_allclose(value, ref, rtol=1e-5, atol=1e-8, err_msg=f"{name} {key}")
+        assert not np.allclose(fast["params/embedding"], ref_inner["params/embedding"])  # the factor did act
+
+
+def _at_rates(tc, family, factor: float, multiplier: str = ""):
+    """The optimizer of `tc` with its rates (AdamW's, its floor, Muon's) × `factor`, and `multiplier`."""
+    t = copy.deepcopy(tc)
+    t.lr, t.min_lr, t.muon_lr, t.lr_multiplier = tc.lr * factor, tc.min_lr * factor, tc.muon_lr * factor, multiplier
+    return optimizer.make_optimizer(t, family)
+
+
+def _two_steps(opt, variables):
+    """The second step's updates after two steps of `opt` from `variables`, with fixed gradients."""
+    state, params = opt.init(variables), variables
+    for i in range(2):
+        grads = jax.tree_util.tree_map(lambda x, i=i: jnp.sin(x * (i + 3)) + 0.01, params)
+        updates, state = jax.jit(opt.update)(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return updates
 
 
 @pytest.mark.parametrize("rule", list(RULES))

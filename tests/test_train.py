@@ -59,6 +59,17 @@ def test_an_unknown_optimizer_or_schedule_is_a_config_error():
             optimizer.make_optimizer(tc, models.family("gpt2"))
 
 
+@pytest.mark.parametrize(
+    "spec, part",
+    [("2,1", "gives 2 factors, but a gpt2 model has 1 stage"), ("2;1", "not a list of numbers"), ("0", "not positive")],
+)
+def test_a_bad_lr_multiplier_is_a_config_error(spec, part):
+    tc = load_config("gpt2_tiny").train
+    tc.lr_multiplier = spec
+    with pytest.raises(ConfigError, match=f"train.lr_multiplier={spec!r} .*{part}"):
+        optimizer.make_optimizer(tc, models.family("gpt2"))
+
+
 def test_muon_updates_the_hidden_matrices_and_adamw_the_rest():
     cfg = load_config("gpt2_tiny")
     cfg.train.optimizer, cfg.model.num_layers = "muon", 2

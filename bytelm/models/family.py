@@ -11,6 +11,8 @@ mistyped flag cost a fraction of a second; it holds the family's config and a `F
     build(config)     the flax module; the network module (with JAX) is imported only here
     hidden_matrix     which leaves Muon updates under `train.optimizer='muon'` (default: none)
     decays            which leaves take AdamW's weight decay (default: the matrices, ndim >= 2)
+    stages, stage     how many stages of a hierarchy it has, and which one a leaf is in, outermost first
+                      (default: one stage, 0), for `train.lr_multiplier`'s rate per stage (H-Net's)
     kernel_options    the `models.build` keyword options it accepts (`runtime.fast_kernels`)
     dropout_fields    its config fields that are dropout rates, each checked to lie in [0, 1) (the
                       records' ablation adds or removes them together)
@@ -55,6 +57,7 @@ class Family:
     config_class: ClassVar[type]
     kernel_options: ClassVar[tuple[str, ...]] = ()
     dropout_fields: ClassVar[tuple[str, ...]] = ()
+    stages: ClassVar[int] = 1
 
     # --- the config -------------------------------------------------------------------------------
 
@@ -110,6 +113,10 @@ class Family:
     def decays(self, path: Path, shape: tuple[int, ...]) -> bool:
         """True for the leaves AdamW's weight decay applies to: the matrices, not norms or biases."""
         return len(shape) >= 2
+
+    def stage(self, path: Path) -> int:
+        """The stage of a hierarchy a leaf belongs to, 0 the outermost (bytes); < `stages`."""
+        return 0
 
     def attention_layout(self, config) -> tuple[int, int, int] | None:
         """(seq_len, heads, head_dim) for the fused-attention check of `runtime.fast_kernels`."""

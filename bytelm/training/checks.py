@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from bytelm import models
 from bytelm.errors import ConfigError, check_at_least
 from bytelm.parallel import mesh
 from bytelm.sampling.settings import DECODERS
@@ -19,6 +20,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if tc.lr <= 0 or tc.min_lr < 0 or tc.min_lr > tc.lr:
         raise ConfigError(f"need 0 <= train.min_lr <= train.lr and lr > 0, got lr={tc.lr}, min_lr={tc.min_lr}")
     optimizer.check(tc)
+    optimizer.stage_multipliers(tc, models.family_of(config.model))  # one factor per stage, if any
     if tc.progress not in PROGRESS_MODES:
         raise ConfigError(f"train.progress must be auto, bar, lines or none, got {tc.progress!r}")
     if config.sample.decode not in DECODERS:

@@ -164,10 +164,8 @@ def _build(config, path: Path, data, model, kernels: dict, params, lead: bool, o
         bank, models.seen_forward(model), lead, jax.process_count(),
     )  # fmt: skip
     out(_describe(job, models.count_params(params)))
-    if tc.optimizer == "muon":
-        groups = optimizer.leaf_groups(params, family)
-        out(f"optimizer muon on {len(groups['muon'])} hidden matrices ({_span(groups['muon'])}); adamw on the "
-            f"other {len(groups['adamw'])} leaves ({_span(groups['adamw'])})")  # fmt: skip
+    for line in _optimizer_lines(tc, family, params):
+        out(line)
     if data.checks:
         mb, s = sum(c["bytes"] for c in data.checks) / 1e6, sum(c["seconds"] for c in data.checks)
         kept = " (remembered for the next run)" if config.data.check_cache_dir else ""
@@ -191,6 +189,25 @@ def _describe(job: Job, n_params: int) -> str:
         + (f"; state sharded over fsdp={m.shape['fsdp']}" if m.shape["fsdp"] > 1 else "")
         + (f"; {job.kernels['attention']} attention, {job.kernels['compute_dtype']} matmuls" if job.kernels else "")
     )
+
+
+def _optimizer_lines(tc, family, params) -> list[str]:
+    """What the optimizer does to which leaves, where it is more than one rule for all: Muon's matrices
+    and the per-stage learning-rate factors."""
+    lines = []
+    if tc.optimizer == "muon":
+        groups = optimizer.leaf_groups(params, family)
+        lines.append(
+            f"optimizer muon on {len(groups['muon'])} hidden matrices ({_span(groups['muon'])}); adamw on the "
+            f"other {len(groups['adamw'])} leaves ({_span(groups['adamw'])})"
+        )
+    factors = optimizer.stage_multipliers(tc, family)
+    if factors:
+        stages = enumerate(zip(factors, optimizer.stage_groups(params, family), strict=True))
+        lines.append(
+            "learning rates " + "; ".join(f"× {f:g} on stage {i} ({len(g)} leaves: {_span(g)})" for i, (f, g) in stages)
+        )
+    return lines
 
 
 def _span(paths: list[str]) -> str:

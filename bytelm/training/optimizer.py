@@ -7,6 +7,9 @@
     train.schedule   'cosine': linear warm-up, cosine decay to `min_lr` at `steps`
                      'wsd': linear warm-up, stable at `lr`, linear decay to `min_lr` over the last
                      `decay_fraction` of the steps (warmup-stable-decay)
+    train.lr_multiplier  '' (every leaf at the rates above), or one factor per stage of the family's
+                     hierarchy, outermost first (H-Net's lr_multiplier, '2,1'): each leaf's rates
+                     times its stage's factor (`Family.stage`)
 
 Muon's leaves follow the same schedule shape, scaled from `lr` to `muon_lr`. Which leaf is a hidden
 matrix and which takes weight decay is the model family's to say (`bytelm.models.family.Family`). The
@@ -38,6 +41,42 @@ def check(tc: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.schedule={tc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if tc.schedule == "wsd" and not 0 < tc.decay_fraction <= 1:
         raise ConfigError(f"train.decay_fraction={tc.decay_fraction} must be in (0, 1] for the wsd schedule")
+
+
+def stage_multipliers(tc: ml_collections.ConfigDict, family: Family) -> tuple[float, ...]:
+    """`train.lr_multiplier` read: one factor per stage of `family`'s models, outermost first; () when
+    it is unset. One-line `ConfigError`s for anything else."""
+    spec = str(tc.get("lr_multiplier", "")).strip()
+    if not spec:
+        return ()
+    hint = f"give {family.stages} positive numbers, outermost stage first, e.g. {','.join(['1'] * family.stages)!r}"
+    try:
+        factors = tuple(float(f) for f in spec.split(","))
+    except ValueError:
+        raise ConfigError(f"train.lr_multiplier={spec!r} is not a list of numbers: {hint}") from None
+    if len(factors) != family.stages:
+        raise ConfigError(
+            f"train.lr_multiplier={spec!r} gives {len(factors)} factors, but a {family.name} model has "
+            f"{family.stages} stage{'s' if family.stages > 1 else ''}: {hint}"
+        )
+    if not all(math.isfinite(f) and f > 0 for f in factors):
+        raise ConfigError(f"train.lr_multiplier={spec!r} has a factor that is not positive: {hint}")
+    return factors
+
+
+def _by_stage(factors: tuple[float, ...], family: Family) -> optax.GradientTransformation:
+    """Each leaf's update times its stage's factor: the same as multiplying that leaf's learning rates
+    (AdamW's decoupled weight decay, which the rate multiplies, scales with them, as in a PyTorch
+    parameter group with its own `lr`, which is how H-Net applies its multipliers)."""
+
+    def update(updates, state, params=None):
+        def scale(path, u):
+            factor = factors[family.stage(leaf_keys(path))]
+            return u if factor == 1.0 else u * factor
+
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def lr_schedule(tc: ml_collections.ConfigDict, peak: float | None = None) -> optax.Schedule:
@@ -88,6 +127,14 @@ def leaf_groups(params, family: Family) -> dict[str, list[str]]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = leaf_keys(path)
         groups["muon" if family.hidden_matrix(keys, leaf.shape) else "adamw"].append("/".join(keys))
+    return groups
+
+
+def stage_groups(params, family: Family) -> list[list[str]]:
+    """The leaves of each stage (paths as 'a/b/c'), outermost first."""
+    groups: list[list[str]] = [[] for _ in range(family.stages)]
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        groups[family.stage(leaf_keys(path))].append("/".join(leaf_keys(path)))
     return groups
 
 
@@ -180,8 +227,11 @@ def on_stacks(inner: optax.GradientTransformation, family: Family, device_mesh=N
 
 def make_optimizer(tc: ml_collections.ConfigDict, family: Family, device_mesh=None) -> optax.GradientTransformation:
     """`train.optimizer` with `train.schedule` for a model of `family` (`bytelm.models.family_of`), after
-    global-norm clipping (`grad_clip`, 0 = off). `device_mesh` (Muon only) splits the orthogonalisation
-    of the hidden matrices over its `data` axis."""
+    global-norm clipping (`grad_clip`, 0 = off), its updates scaled per stage by `train.lr_multiplier`.
+    `device_mesh` (Muon only) splits the orthogonalisation of the hidden matrices over its `data` axis."""
     check(tc)
     opt = _adamw(tc, family) if tc.optimizer == "adamw" else _muon(tc, family, device_mesh)
+    factors = stage_multipliers(tc, family)
+    if factors:
+        opt = optax.chain(opt, _by_stage(factors, family))
     return optax.chain(optax.clip_by_global_norm(tc.grad_clip), opt) if tc.grad_clip > 0 else opt

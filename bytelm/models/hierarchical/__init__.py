@@ -92,6 +92,7 @@ class HierarchicalConfig:
 class HierarchicalFamily(Family):
     name = "hierarchical"
     config_class = HierarchicalConfig
+    stages = 2  # the byte layers (with the embedding, router and residual), then the main network
 
     def build(self, config: HierarchicalConfig):
         from bytelm.models.hierarchical.network import Hierarchical
@@ -108,6 +109,12 @@ class HierarchicalFamily(Family):
         # the embedding.
         blocks = ("encoder_", "decoder_", "main_")
         return len(shape) == 2 and path[-1] == "kernel" and any(k.startswith(blocks) for k in path[1:2])
+
+    def stage(self, path: Path) -> int:
+        # As H-Net's stage_idx: the main network's blocks and its positions are the inner stage; the
+        # pad it is fed (main_pad) is the outer model's parameter, as H-Net's pad_dimension is.
+        module = path[1] if len(path) > 1 else ""
+        return int(module == "main_wpe" or (module.startswith("main_") and module[5:].isdigit()))
 
     def flops_per_token(self, config: HierarchicalConfig) -> float:
         """6 × the byte layers' and head's matmul parameters per byte (GPT byte layers' attention counted
