@@ -49,7 +49,8 @@ def stage_multipliers(tc: ml_collections.ConfigDict, family: Family) -> tuple[fl
     spec = str(tc.get("lr_multiplier", "")).strip()
     if not spec:
         return ()
-    hint = f"give {family.stages} positive numbers, outermost stage first, e.g. {','.join(['1'] * family.stages)!r}"
+    n = family.stages
+    hint = f"give {n} positive number{'s, outermost stage first' if n > 1 else ''}, e.g. {','.join(['1'] * n)!r}"
     try:
         factors = tuple(float(f) for f in spec.split(","))
     except ValueError:
