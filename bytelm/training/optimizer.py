@@ -121,22 +121,26 @@ def leaf_keys(path: tuple) -> tuple[str, ...]:
     return tuple(str(getattr(k, "key", k)) for k in path)
 
 
+def _grouped(params, group) -> dict:
+    """Leaf paths ('a/b/c') by `group(keys, shape)`, in the tree's order."""
+    groups: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = leaf_keys(path)
+        groups.setdefault(group(keys, leaf.shape), []).append("/".join(keys))
+    return groups
+
+
 def leaf_groups(params, family: Family) -> dict[str, list[str]]:
     """`{'muon': [...], 'adamw': [...]}`: which optimizer updates each leaf (paths as 'a/b/c') under
     `train.optimizer='muon'`."""
-    groups: dict[str, list[str]] = {"muon": [], "adamw": []}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = leaf_keys(path)
-        groups["muon" if family.hidden_matrix(keys, leaf.shape) else "adamw"].append("/".join(keys))
-    return groups
+    groups = _grouped(params, lambda keys, shape: "muon" if family.hidden_matrix(keys, shape) else "adamw")
+    return {"muon": groups.get("muon", []), "adamw": groups.get("adamw", [])}
 
 
 def stage_groups(params, family: Family) -> list[list[str]]:
     """The leaves of each stage (paths as 'a/b/c'), outermost first."""
-    groups: list[list[str]] = [[] for _ in range(family.stages)]
-    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        groups[family.stage(leaf_keys(path))].append("/".join(leaf_keys(path)))
-    return groups
+    groups = _grouped(params, lambda keys, shape: family.stage(keys))
+    return [groups.get(i, []) for i in range(family.stages)]
 
 
 def decay_mask(params, family: Family):
