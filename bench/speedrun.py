@@ -14,6 +14,7 @@ loss X`) are timestamped as they reach stdout, which gives each curve against wa
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -40,6 +41,23 @@ LEVERS = {
     "with an untied head": {"model.tied_head": False},
     "with zero_init": {"model.zero_init": True},
 }
+
+
+def size_levers(config, tiny) -> dict[str, dict]:
+    """The speedrun's size set against gpt2_tiny's (`tiny`), each put back: its depth, and its batch at
+    the same tokens (so as many more steps, warmup steps and steps between evaluations)."""
+    out = {}
+    layers, batch = tiny.model.num_layers, tiny.train.batch_size
+    if config.model.num_layers != layers:
+        out[f"with gpt2_tiny's {layers} layers"] = {"model.num_layers": layers}
+    if config.train.batch_size != batch:
+        factor = config.train.batch_size / batch
+        scaled = {k: math.ceil(config.train[k] * factor) for k in ("steps", "warmup_steps", "eval_every")}
+        out[f"with gpt2_tiny's batches of {batch}, same tokens"] = {
+            "train.batch_size": batch,
+            **{f"train.{k}": v for k, v in scaled.items()},
+        }
+    return out
 
 
 def run_ours(config_file: str, seed: int, overrides: dict | None = None, cache_dir: str = "") -> dict:
@@ -98,8 +116,9 @@ def bench_speedrun(o, log: Callable[[str], None]) -> dict:
     data_path = Path(corpus.load(config.data, config.model.seq_len).path)
     with tempfile.TemporaryDirectory() as cache_dir:
         rounds = [_round(o, seed, data_path, cache_dir, log) for seed in range(o.speedrun_seeds)]
+    tiny = load_config_file(Path(o.config_dir) / "gpt2_tiny.py")
     ablation = []
-    for lever, change in {"none": {}, **LEVERS}.items():  # "none": the speedrun itself, compiled as cold as the rest
+    for lever, change in {"none": {}, **LEVERS, **size_levers(config, tiny)}.items():  # "none": the speedrun itself, compiled as cold as the rest
         for seed in range(o.ablation_seeds):
             r = run_ours(str(Path(o.config_dir) / "gpt2_speedrun.py"), seed, change)
             ablation.append({"lever": lever, **r})

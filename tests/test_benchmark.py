@@ -223,6 +223,21 @@ def test_the_speedrun_section_needs_a_nanogpt_checkout_and_says_how_to_get_one(t
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --nanogpt_dir=/nowhere")
 
 
+def test_the_speedrun_ablation_puts_back_gpt2_tinys_depth_and_batch_at_the_same_tokens():
+    from bench import speedrun
+
+    fast, tiny = load_config("gpt2_speedrun"), load_config("gpt2_tiny")
+    fast.model.num_layers, fast.train.batch_size = 2, 24
+    fast.train.steps, fast.train.warmup_steps, fast.train.eval_every = 240, 20, 60
+    assert speedrun.size_levers(fast, tiny) == {
+        "with gpt2_tiny's 4 layers": {"model.num_layers": 4},
+        "with gpt2_tiny's batches of 12, same tokens": {
+            "train.batch_size": 12, "train.steps": 480, "train.warmup_steps": 40, "train.eval_every": 120,
+        },
+    }  # fmt: skip
+    assert speedrun.size_levers(tiny, tiny) == {}  # nothing set apart from gpt2_tiny: nothing to put back
+
+
 def test_speedrun_ratios_pair_each_round_with_its_own_nanogpt_run():
     from bench import speedrun, tables
 
@@ -492,7 +507,8 @@ def test_a_records_levers_are_those_it_pulls_and_its_larger_steps_go_back_at_the
     assert ablation.levers(longer)["with dropout 0.1"] == {"model.embed_dropout": 0.1, "model.resid_dropout": 0.1}
     windows = ablation.levers(longer)["without 256-byte windows"]
     assert windows["model.seq_len"] == 64 and windows["train.steps"] == 4 * longer.train.steps
-    assert not any("windows" in n or "batches" in n for n in ablation.levers(load_config("gpt2_speedrun")))
+    sized = [n for n in ablation.levers(load_config("gpt2_speedrun")) if "windows" in n or "batches" in n]
+    assert sized == ["without batches of 24"]  # the speedrun's 24 windows of 64 bytes
     assert list(ablation.levers(load_config("gpt2_tiny"))) == ["with dropout 0.1"]  # no speedrun lever to remove
     dropping = load_config("gpt2_tiny")
     dropping.model.resid_dropout = 0.2
