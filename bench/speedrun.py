@@ -117,8 +117,9 @@ def bench_speedrun(o, log: Callable[[str], None]) -> dict:
     with tempfile.TemporaryDirectory() as cache_dir:
         rounds = [_round(o, seed, data_path, cache_dir, log) for seed in range(o.speedrun_seeds)]
     tiny = load_config_file(Path(o.config_dir) / "gpt2_tiny.py")
+    changes = {"none": {}, **LEVERS, **size_levers(config, tiny)}  # "none": the speedrun, as cold as the rest
     ablation = []
-    for lever, change in {"none": {}, **LEVERS, **size_levers(config, tiny)}.items():  # "none": the speedrun itself, compiled as cold as the rest
+    for lever, change in changes.items():
         for seed in range(o.ablation_seeds):
             r = run_ours(str(Path(o.config_dir) / "gpt2_speedrun.py"), seed, change)
             ablation.append({"lever": lever, **r})
