@@ -29,7 +29,7 @@ from bytelm.data import corpus
 TARGET = 1.88  # nats/byte on the whole validation split: what nanoGPT's README reports for this recipe
 OUR_EVAL_LINE = r"^step\s+(\d+)\s+val_loss ([0-9.]+)"
 # Each lever and the change that tests it: the speedrun's levers removed (back to gpt2_tiny's, GPT-2's,
-# choice), and the two it leaves out added.
+# choice), and the two it leaves out added; `size_levers` adds gpt2_tiny's depth and batch.
 LEVERS = {
     "without muon": {"train.optimizer": "adamw"},
     "without wsd": {"train.schedule": "cosine"},

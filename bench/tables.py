@@ -310,9 +310,10 @@ def _ablation(sec: dict) -> list[str]:
         by_lever.setdefault(row["lever"], []).append(row)
     base = by_lever.pop("none", None) or [r["speedrun"] for r in sec["rounds"]]
     lines = [
-        "### Ablation: each lever removed from the speedrun alone (and the two it leaves out added)",
+        "### Ablation: each lever removed from the speedrun alone (and those it leaves out added)",
         "",
-        "Same steps and budget, every run compiling from cold; final whole-split validation loss (mean over "
+        "Same steps and budget (gpt2_tiny's smaller batches at the same tokens, so more steps), every run "
+        "compiling from cold, the rows one after another; final whole-split validation loss (mean over "
         "seeds, [min–max]), its difference from the speedrun's, the mean wall time, and how many seeds reached "
         "the target.",
         "",
