@@ -11,7 +11,12 @@ Chosen by measurement: one byte layer each side trains at about 1.4-1.5x the tok
 (BENCHMARKS.md, Model families, has what each rule reaches); the other two rules are
 configs/hierarchical_*.py. Its recipe is hierarchical_learned's, which it loads: with the byte stage at
 twice the main network's rates (`train.lr_multiplier='2,1'`) it reached 1.5905 / 1.5892 after 1500 steps
-(seeds 0 / 1, whole-split validation, 2026-12-07), against 1.6107 / 1.5992 at the same rates everywhere."""
+(seeds 0 / 1, whole-split validation, 2026-12-07), against 1.6107 / 1.5992 at the same rates everywhere.
+Two levers that did not pay at a 5-minute budget (same day, whole processes, whole-split evaluations
+along the way): the records' Muon (muon_lr 0.03, warmup-stable-decay, 1200 steps to end by 5 minutes)
+reached 1.6003 / 1.5976 in 299 / 324 s, where this config stands at 1.600 / 1.611 by 5 minutes; a main
+network twice as wide (`model.main_width=256`, seed 0) trained at 0.7× the tokens/s and stood at 1.7051
+after 274 s, 1.6052 after its 1500 steps in 535 s."""
 
 from pathlib import Path
 
