@@ -20,7 +20,9 @@ the earlier form (4 layers, batches of 12, 360 steps, warm) 1.8661 / 1.8774 in 2
 200 steps 1.8807 / 1.8939, 220 steps 1.8737 / 1.8813, 240 steps 1.8650 / 1.8734 (in 19.0 / 19.2 s,
 warm); batches of 32 (170 steps) 1.8711 / 1.8819 in 22.8 / 20.2 s; one layer (batches of 24, 300 steps)
 1.9052 / 1.9193 in 16.3 / 14.1 s. At 220 or 200 steps, Muon at 0.04 or 0.05, a decay over 60% of the
-steps or 10 warmup steps never helped the worse seed. AdamW in place of Muon takes two
+steps or 10 warmup steps never helped the worse seed; nor did the two levers the ablation found to lower
+the loss at 240 steps, spent on fewer steps: biases (220 steps: 1.8551 / 1.8946) and GELU (200 steps:
+1.8725 / 1.8853, at 0.75× the tokens/s). AdamW in place of Muon takes two
 thirds of the time a step but needs far more steps (2 layers, 600 steps at 6e-3: 1.9744 / 1.9635).
 
 The records' model does not win at this budget: Mamba-2 under this Muon (record_2min with 90 steps of 12
