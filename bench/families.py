@@ -30,7 +30,7 @@ RUNS = {
     "bigram": (1000, 250),
     "gpt2_tiny": (2000, 250),
     "gpt2_speedrun": (240, 60),
-    "record_2min": (320, 80),
+    "record_2min": (700, 175),
     "record_10min": (1700, 170),
     "mamba_tiny": (1200, 200),
     "mamba2_tiny": (1500, 250),
