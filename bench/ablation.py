@@ -3,7 +3,7 @@ steps, two seeds, whole processes.
 
 A lever is one of the speedrun's (`bench.speedrun.LEVERS`, those named "without …") whose removal
 changes the config, and the record's longer windows or larger batches: removed, they go back to
-gpt2_speedrun's 12 windows of 64 bytes at the same tokens (so four times the steps for 256-byte
+gpt2_tiny's 12 windows of 64 bytes at the same tokens (so four times the steps for 256-byte
 windows) — a record is a budget, and fewer tokens would charge the smaller steps for a budget they did
 not spend. Dropout is a lever either way: "without dropout" where the record drops, "with dropout"
 (every rate the family has at `DROPOUT`) where it does not, so the table says what regularisation is
@@ -25,7 +25,7 @@ from bench.speedrun import LEVERS, run_ours
 from bytelm import models
 from bytelm.config_base import load_config_file
 
-SHORT_WINDOW = 64  # gpt2_speedrun's (and nanoGPT's CPU recipe's) window, in bytes
+SHORT_WINDOW = 64  # gpt2_tiny's (and nanoGPT's CPU recipe's) window, in bytes
 SMALL_BATCH = 12  # and its batch, in windows
 DROPOUT = 0.1  # the rate "with dropout" sets (nanoGPT's Shakespeare recipes use 0.2 for a model 20× larger)
 
