@@ -17,7 +17,9 @@ model under AdamW's 1.576 (mamba2_tiny's curve at 5 minutes) and the earlier for
 505 s against that earlier form's 1.4971 / 1.5034 after 1300 steps in 634 / 630 s. Its ablation
 (BENCHMARKS.md): Muon is worth 0.025 nats here and the 256-byte windows 0.052; a cosine in place of
 warmup-stable-decay is a wash (−0.0015, the sign differing by seed), and dropout 0.1 on the embedding and
-residual branches costs 0.039 (two seeds), so there is none. No training on validation bytes; the run
+residual branches costs 0.039 (two seeds), so there is none. Half the depth, which pays at record_2min's
+budget, does not here: 2 layers for 3000 steps reached 1.5145 in 445 s (seed 0, warm, 2026-12-07),
+against these 4 layers' 1.4777 / 1.4783. No training on validation bytes; the run
 evaluates 64 windows at step 0 and the whole split at the end.
 """
 
