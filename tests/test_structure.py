@@ -42,7 +42,10 @@ def test_the_package_shows_the_pipeline_in_its_folders():
 
 # What the configs that load another one change, and must keep changing (the rest is their base's).
 DERIVED = {
-    "record_2min": ("record_10min", {"train.steps": 320, "train.eval_every": 320, "train.schedule": "cosine"}),
+    "record_2min": (
+        "record_10min",
+        {"model.num_layers": 2, "train.steps": 700, "train.eval_every": 700, "train.schedule": "cosine"},
+    ),
     "record_10min": (
         "mamba2_tiny",
         {
