@@ -15,13 +15,12 @@ the rows of a run to an earlier ablation of the same config (a lever's run of th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ml_collections
 
-from bench.speedrun import LEVERS, run_ours
+from bench.speedrun import LEVERS, run_ours, same_tokens
 from bytelm import models
 from bytelm.config_base import load_config_file
 
@@ -40,9 +39,9 @@ def levers(config: ml_collections.ConfigDict) -> dict[str, dict]:
             out[name] = change
     seq_len, batch = config.model.seq_len, config.train.batch_size
     if seq_len > SHORT_WINDOW:
-        out[f"without {seq_len}-byte windows"] = _same_tokens(config, seq_len / SHORT_WINDOW, seq_len=SHORT_WINDOW)
+        out[f"without {seq_len}-byte windows"] = same_tokens(config, seq_len / SHORT_WINDOW, seq_len=SHORT_WINDOW)
     if batch > SMALL_BATCH:
-        out[f"without batches of {batch}"] = _same_tokens(config, batch / SMALL_BATCH, batch_size=SMALL_BATCH)
+        out[f"without batches of {batch}"] = same_tokens(config, batch / SMALL_BATCH, batch_size=SMALL_BATCH)
     return out | _dropout(config)
 
 
@@ -58,15 +57,6 @@ def _dropout(config: ml_collections.ConfigDict) -> dict[str, dict]:
 
 def _fast(config: ml_collections.ConfigDict) -> bool:
     return bool(config.get("runtime", {}).get("fast_kernels", False))
-
-
-def _same_tokens(config: ml_collections.ConfigDict, factor: float, **smaller) -> dict:
-    """Overrides for smaller steps (`smaller`: the model's `seq_len` or the train's `batch_size`), `factor`
-    times as many of them: the same tokens, the final evaluation only, as the record."""
-    steps = math.ceil(config.train.steps * factor)
-    out = {f"{'model' if k == 'seq_len' else 'train'}.{k}": v for k, v in smaller.items()}
-    return out | {"train.steps": steps, "train.eval_every": steps,
-                  "train.warmup_steps": math.ceil(config.train.warmup_steps * factor)}  # fmt: skip
 
 
 def _field(config: ml_collections.ConfigDict, dotted: str):

@@ -43,20 +43,25 @@ LEVERS = {
 }
 
 
+def same_tokens(config, factor: float, **smaller) -> dict:
+    """Overrides for smaller steps (`smaller`: the model's `seq_len` or the train's `batch_size`), `factor`
+    times as many of them, warmup steps and steps between evaluations alike: the same tokens at every
+    point of the run (a config that evaluates at the end only still does)."""
+    scaled = {k: math.ceil(config.train[k] * factor) for k in ("steps", "warmup_steps", "eval_every")}
+    out = {f"{'model' if k == 'seq_len' else 'train'}.{k}": v for k, v in smaller.items()}
+    return out | {f"train.{k}": v for k, v in scaled.items()}
+
+
 def size_levers(config, tiny) -> dict[str, dict]:
     """The speedrun's size set against gpt2_tiny's (`tiny`), each put back: its depth, and its batch at
-    the same tokens (so as many more steps, warmup steps and steps between evaluations)."""
+    the same tokens."""
     out = {}
     layers, batch = tiny.model.num_layers, tiny.train.batch_size
     if config.model.num_layers != layers:
         out[f"with gpt2_tiny's {layers} layers"] = {"model.num_layers": layers}
     if config.train.batch_size != batch:
         factor = config.train.batch_size / batch
-        scaled = {k: math.ceil(config.train[k] * factor) for k in ("steps", "warmup_steps", "eval_every")}
-        out[f"with gpt2_tiny's batches of {batch}, same tokens"] = {
-            "train.batch_size": batch,
-            **{f"train.{k}": v for k, v in scaled.items()},
-        }
+        out[f"with gpt2_tiny's batches of {batch}, same tokens"] = same_tokens(config, factor, batch_size=batch)
     return out
 
 
