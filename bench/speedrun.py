@@ -32,6 +32,7 @@ OUR_EVAL_LINE = r"^step\s+(\d+)\s+val_loss ([0-9.]+)"
 # choice), and the two it leaves out added; `size_levers` adds gpt2_tiny's depth and batch.
 LEVERS = {
     "without muon": {"train.optimizer": "adamw"},
+    "without polar_express": {"train.muon_ns_coeffs": "standard", "train.muon_ns_steps": 5},
     "without wsd": {"train.schedule": "cosine"},
     "without rope": {"model.positions": "learned"},
     "without rmsnorm": {"model.norm": "layernorm"},

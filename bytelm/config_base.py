@@ -80,6 +80,7 @@ def train_config() -> ml_collections.ConfigDict:
     c.muon_lr = 0.02  # Muon's peak learning rate (its leaves follow the schedule's shape)
     c.muon_beta = 0.95  # Muon's momentum
     c.muon_ns_steps = 5  # Newton-Schulz iterations per update (each is three matmuls per hidden matrix)
+    c.muon_ns_coeffs = "standard"  # 'standard' (one quintic for every step) or 'polar_express' (one per step)
     c.schedule = "cosine"  # 'cosine' (warm-up, cosine to min_lr) or 'wsd' (warm-up, stable, linear decay to min_lr)
     c.decay_fraction = 0.2  # wsd: the last fraction of the steps decays
     c.grad_clip = 1.0  # global-norm clipping; 0 = off

@@ -51,12 +51,16 @@ def test_wsd_warms_up_holds_then_decays_linearly_to_min_lr():
     assert float(muon(700)) == pytest.approx(0.02) and float(muon(2000)) == pytest.approx(0.002)
 
 
-def test_an_unknown_optimizer_or_schedule_is_a_config_error():
-    for field, value in [("optimizer", "sgd"), ("schedule", "linear")]:
+def test_an_unknown_optimizer_schedule_or_newton_schulz_form_is_a_config_error():
+    for field, value in [("optimizer", "sgd"), ("schedule", "linear"), ("muon_ns_coeffs", "chebyshev")]:
         tc = load_config("gpt2_tiny").train
         tc[field] = value
         with pytest.raises(ConfigError, match=f"train.{field}"):
             optimizer.make_optimizer(tc, models.family("gpt2"))
+    tc = load_config("gpt2_speedrun").train
+    tc.muon_ns_coeffs, tc.muon_ns_steps = "polar_express", 6  # it has rows for 1 to 5 steps
+    with pytest.raises(ConfigError, match="train.muon_ns_steps=6: Polar Express has coefficients for 1 to 5"):
+        optimizer.make_optimizer(tc, models.family("gpt2"))
 
 
 @pytest.mark.parametrize(
@@ -93,12 +97,14 @@ def test_muon_updates_the_hidden_matrices_and_adamw_the_rest():
     assert 1e-5 <= float(jnp.abs(updates["params"]["wte"]).max()) <= 2e-5  # (Nesterov) AdamW: ~lr on step 1
 
 
-def test_muon_on_stacks_equals_optax_muon_leaf_by_leaf():
+@pytest.mark.parametrize("coeffs, ns_steps", [("standard", 5), ("polar_express", 3)])
+def test_muon_on_stacks_equals_optax_muon_leaf_by_leaf(coeffs, ns_steps):
     """The fast path (hidden matrices stacked by shape, one orthogonalisation per stack) against optax's
     Muon applied to each matrix on its own, over two steps from the speedrun's init."""
     from optax import contrib
 
     cfg = load_config("gpt2_speedrun")
+    cfg.train.muon_ns_coeffs, cfg.train.muon_ns_steps = coeffs, ns_steps
     cfg.model.num_layers, tc = 2, cfg.train  # (two of each shape: stacks of 2)
     params = models.init_variables(models.build(cfg.model), jax.random.key(0))
     family = models.family_of(cfg.model)
@@ -107,7 +113,8 @@ def test_muon_on_stacks_equals_optax_muon_leaf_by_leaf():
         lambda k, x: contrib.MuonDimensionNumbers() if hidden(k, x) else None, p
     )
     ref = optax.chain(optax.clip_by_global_norm(tc.grad_clip), contrib.muon(
-        optimizer.lr_schedule(tc, tc.muon_lr), beta=tc.muon_beta, ns_steps=tc.muon_ns_steps,
+        optimizer.lr_schedule(tc, tc.muon_lr), ns_coeffs=optimizer.ns_coefficients(tc), beta=tc.muon_beta,
+        ns_steps=tc.muon_ns_steps,
         weight_decay=tc.weight_decay, adam_learning_rate=optimizer.lr_schedule(tc), adam_b1=tc.beta1,
         adam_b2=tc.beta2, adam_weight_decay=0.0, muon_weight_dimension_numbers=dims,
     ))  # fmt: skip
@@ -119,6 +126,56 @@ def test_muon_on_stacks_equals_optax_muon_leaf_by_leaf():
         u_ref, state_ref = jax.jit(ref.update)(grads, state_ref, p_ref)
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), u_fast, u_ref)
         p_fast, p_ref = optax.apply_updates(p_fast, u_fast), optax.apply_updates(p_ref, u_ref)
+
+
+# modded-nanogpt's Polar Express rows, for inputs scaled by 1 / (1.02 ‖X‖_F) (written out again here, so
+# that the test does not read them from the code it checks).
+POLAR_EXPRESS = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+@pytest.mark.parametrize("ns_steps", [1, 3, 5])
+def test_polar_express_orthogonalisation_equals_a_float64_loop_with_its_safety_factor(ns_steps):
+    """optax's Newton-Schulz with `ns_coefficients` (the 1.02 folded into the first row) against the
+    polynomials applied by hand in float64 to X / (1.02 ‖X‖_F), on a wide and a tall matrix whose
+    singular values span three decades."""
+    from optax import contrib
+
+    tc = load_config("gpt2_speedrun").train
+    tc.muon_ns_coeffs, tc.muon_ns_steps = "polar_express", ns_steps
+    rng = np.random.default_rng(ns_steps)
+    for shape in [(48, 96), (96, 48)]:
+        x = rng.standard_normal(shape) * np.logspace(-3, 0, shape[0])[:, None]
+        fast = contrib._muon.orthogonalize_via_newton_schulz(
+            jnp.asarray(x, jnp.float32), jnp.asarray(optimizer.ns_coefficients(tc)), ns_steps=ns_steps
+        )
+        ref = (x if shape[0] <= shape[1] else x.T) / (1.02 * np.linalg.norm(x))
+        for a, b, c in POLAR_EXPRESS[:ns_steps]:
+            gram = ref @ ref.T
+            ref = a * ref + (b * gram + c * gram @ gram) @ ref
+        ref = ref if shape[0] <= shape[1] else ref.T
+        np.testing.assert_allclose(np.asarray(fast), ref, rtol=2e-4, atol=2e-5)
+
+
+def test_polar_express_lifts_small_singular_values_further_than_the_standard_quintic():
+    """What it is for: in the same five steps the smallest singular values of a badly conditioned
+    matrix get nearer 1 (Amsel et al. 2025), and none ends far above it."""
+    from optax import contrib
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 128)) * np.logspace(-3, 0, 64)[:, None], jnp.float32)
+    spectra = {}
+    for coeffs in ("standard", "polar_express"):
+        tc = load_config("gpt2_speedrun").train
+        tc.muon_ns_coeffs, tc.muon_ns_steps = coeffs, 5
+        o = contrib._muon.orthogonalize_via_newton_schulz(x, jnp.asarray(optimizer.ns_coefficients(tc)), ns_steps=5)
+        spectra[coeffs] = np.linalg.svd(np.asarray(o, np.float64), compute_uv=False)
+    assert spectra["polar_express"].min() > 1.5 * spectra["standard"].min()
+    assert spectra["polar_express"].max() < 1.2
 
 
 def test_masked_positions_do_not_change_the_loss():
@@ -275,3 +332,13 @@ def test_a_bank_of_one_window_trains_on_that_window_at_every_step(tiny_shakespea
     bank = batches.window_bank(1_003_855, cfg.model.seq_len, 1, cfg.data.seed)
     starts = {int(s) for n in range(3) for s in batches.train_starts(0, cfg.model.seq_len, 4, n, cfg.data.seed, bank)}
     assert starts == {int(bank[0])}
+
+
+def test_the_run_says_which_optimizer_updates_which_leaves_and_how_muon_orthogonalises():
+    from bytelm.training import loop
+
+    cfg = load_config("gpt2_speedrun")
+    params = models.abstract_variables(models.build(cfg.model))
+    (line,) = loop._optimizer_lines(cfg.train, models.family_of(cfg.model), params)
+    assert line.startswith("optimizer muon (3 polar_express Newton-Schulz steps) on 8 hidden matrices (h_0/attn/")
+    assert "adamw on the other 10 leaves" in line

@@ -58,7 +58,7 @@ RESUMABLE_FIELDS = (
 ADDED_FIELDS = {"data.format": "", "data.test_fraction": 0.0, "data.train_bytes": 0, "data.val_bytes": 0,
                 "data.test_bytes": 0, "train.optimizer": "adamw", "train.schedule": "cosine",
                 "train.muon_lr": 0.02, "train.muon_beta": 0.95, "train.muon_ns_steps": 5,
-                "train.decay_fraction": 0.2, "train.lr_multiplier": ""}  # fmt: skip
+                "train.muon_ns_coeffs": "standard", "train.decay_fraction": 0.2, "train.lr_multiplier": ""}  # fmt: skip
 
 
 def prepare(workdir: str | Path, overwrite: bool) -> Path:

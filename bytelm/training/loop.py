@@ -198,7 +198,8 @@ def _optimizer_lines(tc, family, params) -> list[str]:
     if tc.optimizer == "muon":
         groups = optimizer.leaf_groups(params, family)
         lines.append(
-            f"optimizer muon on {len(groups['muon'])} hidden matrices ({_span(groups['muon'])}); adamw on the "
+            f"optimizer muon ({tc.muon_ns_steps} {tc.get('muon_ns_coeffs', 'standard')} Newton-Schulz steps) on "
+            f"{len(groups['muon'])} hidden matrices ({_span(groups['muon'])}); adamw on the "
             f"other {len(groups['adamw'])} leaves ({_span(groups['adamw'])})"
         )
     factors = optimizer.stage_multipliers(tc, family)

@@ -32,6 +32,22 @@ from bytelm.models.family import Family
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
 
+# Keller Jordan's quintic, the same at every Newton-Schulz step (modded-nanogpt's first Muon; optax's default).
+_STANDARD = (3.4445, -4.7750, 2.0315)
+# Polar Express (Amsel et al. 2025, arXiv:2505.16932): one quintic per Newton-Schulz step, each chosen
+# greedily for the interval the singular values are in by then, so the first k rows are the best k-step
+# sequence. These are modded-nanogpt's (its train_gpt.py), made for inputs scaled by 1/(1.02·‖X‖_F):
+# optax scales by 1/‖X‖_F, so the first row takes the 1.02 in (f is odd: f(X/s) = Σ c_i/s^(2i+1) X^(2i+1)).
+_POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+_PE_SAFETY = 1.02
+NS_COEFFS = ("standard", "polar_express")
+
 
 def check(tc: ml_collections.ConfigDict) -> None:
     """One-line `ConfigError`s for an unknown optimizer or schedule, or a WSD decay outside (0, 1]."""
@@ -39,6 +55,14 @@ def check(tc: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.optimizer={tc.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if tc.schedule not in SCHEDULES:
         raise ConfigError(f"train.schedule={tc.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    coeffs = tc.get("muon_ns_coeffs", "standard")
+    if coeffs not in NS_COEFFS:
+        raise ConfigError(f"train.muon_ns_coeffs={coeffs!r}: choose one of {', '.join(NS_COEFFS)}")
+    if coeffs == "polar_express" and not 1 <= tc.muon_ns_steps <= len(_POLAR_EXPRESS):
+        raise ConfigError(
+            f"train.muon_ns_steps={tc.muon_ns_steps}: Polar Express has coefficients for 1 to "
+            f"{len(_POLAR_EXPRESS)} steps; choose one of those, or train.muon_ns_coeffs=standard"
+        )
     if tc.schedule == "wsd" and not 0 < tc.decay_fraction <= 1:
         raise ConfigError(f"train.decay_fraction={tc.decay_fraction} must be in (0, 1] for the wsd schedule")
 
@@ -158,6 +182,16 @@ def _adamw(tc: ml_collections.ConfigDict, family: Family) -> optax.GradientTrans
     )
 
 
+def ns_coefficients(tc: ml_collections.ConfigDict) -> tuple:
+    """Muon's Newton-Schulz coefficients as optax takes them: one (a, b, c) for every step
+    ('standard': optax's default quintic), or one row per step ('polar_express', `muon_ns_steps` rows)."""
+    if tc.get("muon_ns_coeffs", "standard") == "standard":
+        return _STANDARD
+    (a, b, c), rest = _POLAR_EXPRESS[0], _POLAR_EXPRESS[1 : tc.muon_ns_steps]
+    s = _PE_SAFETY
+    return ((a / s, b / s**3, c / s**5), *rest)
+
+
 def _muon(tc: ml_collections.ConfigDict, family: Family, device_mesh=None) -> optax.GradientTransformation:
     # optax's Muon updates a leaf with (Nesterov) AdamW where the dimension numbers give None. Weight
     # decay is for Muon's matrices only: the AdamW leaves (embeddings, head, norms, biases) are not
@@ -168,6 +202,7 @@ def _muon(tc: ml_collections.ConfigDict, family: Family, device_mesh=None) -> op
     }
     muon = contrib.muon(
         lr_schedule(tc, tc.muon_lr),
+        ns_coeffs=ns_coefficients(tc),
         beta=tc.muon_beta,
         ns_steps=tc.muon_ns_steps,
         weight_decay=tc.weight_decay,
