@@ -29,7 +29,7 @@ from bytelm.config_base import load_config_file
 RUNS = {
     "bigram": (1000, 250),
     "gpt2_tiny": (2000, 250),
-    "gpt2_speedrun": (240, 60),
+    "gpt2_speedrun": (200, 50),
     "record_2min": (700, 175),
     "record_10min": (1700, 170),
     "mamba_tiny": (1200, 200),
