@@ -33,7 +33,7 @@ OUR_EVAL_LINE = r"^step\s+(\d+)\s+val_loss ([0-9.]+)"
 LEVERS = {
     "without muon": {"train.optimizer": "adamw"},
     "without polar_express": {"train.muon_ns_coeffs": "standard", "train.muon_ns_steps": 5},
-    "without momentum 0.85": {"train.muon_beta": 0.95},
+    "without a lower momentum": {"train.muon_beta": 0.95},  # Muon's usual
     "without wsd": {"train.schedule": "cosine"},
     "without rope": {"model.positions": "learned"},
     "without rmsnorm": {"model.norm": "layernorm"},

@@ -44,7 +44,13 @@ def test_the_package_shows_the_pipeline_in_its_folders():
 DERIVED = {
     "record_2min": (
         "record_10min",
-        {"model.num_layers": 2, "train.steps": 700, "train.eval_every": 700, "train.schedule": "cosine"},
+        {
+            "model.num_layers": 2,
+            "train.steps": 700,
+            "train.eval_every": 700,
+            "train.schedule": "cosine",
+            "train.muon_beta": 0.9,
+        },
     ),
     "record_10min": (
         "mamba2_tiny",
