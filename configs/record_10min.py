@@ -7,8 +7,8 @@ start to exit (nanoGPT's GPU recipe reports 1.4697 after about 3 minutes on an A
 in BENCHMARKS.md, "Model families" (`python -m launch.benchmark --only=families`).
 
 mamba2_tiny's model (4 Mamba-2 layers of width 128 on windows of 256 bytes) trained with gpt2_speedrun's
-optimizer as it stood on 2026-12-07: Muon on the hidden matrices (in_proj, out_proj) at 0.03, AdamW at 3e-3 on the rest,
-warmup-stable-decay with the last 40% decaying; 1700 steps, sized at the rate measured on 2026-12-07
+optimizer as it stood on 2026-12-07: Muon on the hidden matrices (in_proj, out_proj) at 0.03, AdamW at
+3e-3 on the rest, warmup-stable-decay with the last 40% decaying; 1700 steps, sized at the rate measured on 2026-12-07
 (0.30-0.33 s a step, ~15 s of start-up and compilation) with a margin for this shared machine's drift.
 How it was chosen, by measurement (seed 0, whole processes, cold, whole-split evaluations along the way,
 2026-12-07): at a 5-minute budget Mamba-2 with Muon reached 1.5328 (850 steps, 311 s) against the same

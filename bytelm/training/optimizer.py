@@ -7,6 +7,8 @@
     train.schedule   'cosine': linear warm-up, cosine decay to `min_lr` at `steps`
                      'wsd': linear warm-up, stable at `lr`, linear decay to `min_lr` over the last
                      `decay_fraction` of the steps (warmup-stable-decay)
+    train.muon_ns_coeffs  Muon's Newton-Schulz polynomials, `muon_ns_steps` of them: 'standard' (one
+                     quintic at every step) or 'polar_express' (one per step: fewer steps do)
     train.lr_multiplier  '' (every leaf at the rates above), or one factor per stage of the family's
                      hierarchy, outermost first (H-Net's lr_multiplier, '2,1'): each leaf's rates
                      times its stage's factor (`Family.stage`)
@@ -50,7 +52,8 @@ NS_COEFFS = ("standard", "polar_express")
 
 
 def check(tc: ml_collections.ConfigDict) -> None:
-    """One-line `ConfigError`s for an unknown optimizer or schedule, or a WSD decay outside (0, 1]."""
+    """One-line `ConfigError`s for an unknown optimizer, schedule or Newton-Schulz form, Polar Express
+    steps it has no coefficients for, or a WSD decay outside (0, 1]."""
     if tc.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer={tc.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if tc.schedule not in SCHEDULES:
