@@ -139,41 +139,46 @@ POLAR_EXPRESS = [
 ]
 
 
+def orthogonalised(x: jax.Array, tc) -> np.ndarray:
+    """`x` ([m, n]) through optax's public Muon transform with `tc`'s Newton-Schulz coefficients and no
+    momentum: the orthogonalisation alone."""
+    from optax import contrib
+
+    muon = contrib.scale_by_muon(
+        ns_coeffs=optimizer.ns_coefficients(tc), ns_steps=tc.muon_ns_steps, beta=0.0, nesterov=False
+    )
+    update, _ = muon.update(x, muon.init(x))
+    return np.asarray(update, np.float64)
+
+
 @pytest.mark.parametrize("ns_steps", [1, 3, 5])
 def test_polar_express_orthogonalisation_equals_a_float64_loop_with_its_safety_factor(ns_steps):
     """optax's Newton-Schulz with `ns_coefficients` (the 1.02 folded into the first row) against the
     polynomials applied by hand in float64 to X / (1.02 ‖X‖_F), on a wide and a tall matrix whose
     singular values span three decades."""
-    from optax import contrib
-
     tc = load_config("gpt2_speedrun").train
     tc.muon_ns_coeffs, tc.muon_ns_steps = "polar_express", ns_steps
     rng = np.random.default_rng(ns_steps)
     for shape in [(48, 96), (96, 48)]:
         x = rng.standard_normal(shape) * np.logspace(-3, 0, shape[0])[:, None]
-        fast = contrib._muon.orthogonalize_via_newton_schulz(
-            jnp.asarray(x, jnp.float32), jnp.asarray(optimizer.ns_coefficients(tc)), ns_steps=ns_steps
-        )
+        fast = orthogonalised(jnp.asarray(x, jnp.float32), tc)
         ref = (x if shape[0] <= shape[1] else x.T) / (1.02 * np.linalg.norm(x))
         for a, b, c in POLAR_EXPRESS[:ns_steps]:
             gram = ref @ ref.T
             ref = a * ref + (b * gram + c * gram @ gram) @ ref
         ref = ref if shape[0] <= shape[1] else ref.T
-        np.testing.assert_allclose(np.asarray(fast), ref, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose(fast, ref, rtol=2e-4, atol=2e-5)
 
 
 def test_polar_express_lifts_small_singular_values_further_than_the_standard_quintic():
     """What it is for: in the same five steps the smallest singular values of a badly conditioned
     matrix get nearer 1 (Amsel et al. 2025), and none ends far above it."""
-    from optax import contrib
-
     x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 128)) * np.logspace(-3, 0, 64)[:, None], jnp.float32)
     spectra = {}
     for coeffs in ("standard", "polar_express"):
         tc = load_config("gpt2_speedrun").train
         tc.muon_ns_coeffs, tc.muon_ns_steps = coeffs, 5
-        o = contrib._muon.orthogonalize_via_newton_schulz(x, jnp.asarray(optimizer.ns_coefficients(tc)), ns_steps=5)
-        spectra[coeffs] = np.linalg.svd(np.asarray(o, np.float64), compute_uv=False)
+        spectra[coeffs] = np.linalg.svd(orthogonalised(x, tc), compute_uv=False)
     assert spectra["polar_express"].min() > 1.5 * spectra["standard"].min()
     assert spectra["polar_express"].max() < 1.2
 
